@@ -1,0 +1,12 @@
+# cython: language_level=3
+"""The compiled backend: one extension module assembled from one .pxi per feature.
+
+Each .pxi holds the wrappers of one part of the API and defines its own `*_ALL` list;
+the C work itself lives in src_c/ (declared in includes/*.pxd).
+"""
+
+include "socket.pxi"
+include "stream.pxi"
+include "poller.pxi"
+
+__all__ = SOCKET_ALL + STREAM_ALL + POLLER_ALL

@@ -1,0 +1,2 @@
+# Placeholder until the poller feature lands.
+POLLER_ALL = []

@@ -1,0 +1,2 @@
+# Placeholder until the socket feature lands.
+SOCKET_ALL = []

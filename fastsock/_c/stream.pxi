@@ -1,0 +1,2 @@
+# Placeholder until the stream feature lands.
+STREAM_ALL = []

@@ -1,0 +1,37 @@
+"""Exceptions shared by both backends (one class each, so `except` clauses work on either)."""
+
+from __future__ import annotations
+
+__all__ = ["IncompleteReadError", "FrameTooLarge"]
+
+
+class IncompleteReadError(EOFError):
+    """The peer closed the connection before `expected` bytes arrived.
+
+    `partial` holds every byte that did arrive, so nothing is lost.
+    """
+
+    def __init__(self, partial: bytes, expected: int | None) -> None:
+        self.partial = partial
+        self.expected = expected
+        want = "undefined" if expected is None else f"{expected}"
+        super().__init__(f"{len(partial)} bytes read on a total of {want} expected bytes")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.partial, self.expected)
+
+
+class FrameTooLarge(ValueError):
+    """A frame (announced by a length prefix, or not delimited within the limit) exceeds `limit`.
+
+    Raised before any memory is allocated for the frame; the bytes stay buffered.
+    `size` is the announced size, or the number of bytes scanned without finding a delimiter.
+    """
+
+    def __init__(self, size: int, limit: int, message: str | None = None) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(message or f"frame of {size} bytes exceeds the limit of {limit} bytes")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.size, self.limit, self.args[0] if self.args else None)

@@ -1,0 +1,15 @@
+"""The pure-Python backend: the same API as the compiled `fastsock._c._speedups`."""
+
+from __future__ import annotations
+
+from . import poller as _poller_mod
+from . import socket as _socket_mod
+from . import stream as _stream_mod
+from .poller import *  # noqa: F401,F403
+from .socket import *  # noqa: F401,F403
+from .stream import *  # noqa: F401,F403
+
+__all__: list[str] = []
+__all__ += _socket_mod.__all__
+__all__ += _stream_mod.__all__
+__all__ += _poller_mod.__all__

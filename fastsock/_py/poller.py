@@ -1,0 +1,3 @@
+"""Placeholder until the poller feature lands."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Placeholder until the socket feature lands."""
+
+__all__: list[str] = []

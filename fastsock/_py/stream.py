@@ -1,0 +1,3 @@
+"""Placeholder until the stream feature lands."""
+
+__all__: list[str] = []

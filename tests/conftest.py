@@ -1,0 +1,61 @@
+"""Test configuration: every behaviour test runs once per backend through the `impl` fixture.
+
+`impl` is the backend module (`fastsock._c._speedups` or `fastsock._py`); both expose the
+same names. `--no-c-extensions` drops the compiled backend (for a FASTSOCK_NO_EXTENSIONS
+install); without it, a missing extension is an error, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import pytest
+
+BACKENDS = ["c", "python"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-c-extensions",
+        action="store_true",
+        default=False,
+        help="run the tests on the pure-Python backend only (for installs without the extension)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("--no-c-extensions"):
+        try:
+            importlib.import_module("fastsock._c._speedups")
+        except ImportError as exc:
+            raise pytest.UsageError(
+                f"the compiled backend does not import ({exc}); build it (pip install -e .) "
+                "or pass --no-c-extensions to test the pure backend only"
+            )
+
+
+def _backends(config: pytest.Config) -> list[str]:
+    return ["python"] if config.getoption("--no-c-extensions") else BACKENDS
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "impl" in metafunc.fixturenames:
+        metafunc.parametrize("impl", _backends(metafunc.config), indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--no-c-extensions"):
+        keep = [item for item in items if item.get_closest_marker("c_only") is None]
+        deselected = [item for item in items if item.get_closest_marker("c_only") is not None]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = keep
+
+
+@pytest.fixture
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    """The backend under test: the compiled module or the pure-Python package."""
+    if request.param == "c":
+        return importlib.import_module("fastsock._c._speedups")
+    return importlib.import_module("fastsock._py")
