@@ -1,0 +1,1 @@
+"""The Python servers of each workload: `SERVERS[key](listener, params, meter) -> dict`."""

@@ -1,0 +1,245 @@
+"""W3 pipelined frames: parse every 4-byte big-endian length-prefixed frame, count frames and bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Any, Callable, Optional
+
+from .common import Meter, accept_fastsock, loop_missing, missing_fastsock, run_loop
+
+BUF = 256 * 1024
+HEADER = struct.Struct(">I")
+
+
+def _result(frames: int, nbytes: int, p: dict[str, Any], clean: bool = True) -> dict[str, Any]:
+    ok = clean and frames == p["frames"] and nbytes == p["frames"] * p["payload"]
+    return {"ops": frames, "bytes": nbytes, "ok": ok}
+
+
+def _recvn(conn: socket.socket, n: int) -> bytes:
+    """The HOWTO's loop: recv until n bytes (b'' at EOF before the first byte)."""
+    chunks = []
+    got = 0
+    while got < n:
+        chunk = conn.recv(n - got)
+        if not chunk:
+            if got == 0:
+                return b""
+            raise EOFError("connection closed mid-frame")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def stdlib_naive(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    conn, _ = listener.accept()
+    meter.start()
+    frames = nbytes = 0
+    while True:
+        header = _recvn(conn, 4)
+        if not header:
+            break
+        (n,) = struct.unpack(">I", header)
+        payload = _recvn(conn, n)
+        frames += 1
+        nbytes += len(payload)
+    meter.stop()
+    conn.close()
+    return _result(frames, nbytes, p)
+
+
+def stdlib_best(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    """recv_into a preallocated buffer, parse in place with unpack_from, compact with memmove."""
+    conn, _ = listener.accept()
+    buf = bytearray(BUF)
+    view = memoryview(buf)
+    recv_into, unpack_from = conn.recv_into, HEADER.unpack_from
+    meter.start()
+    frames = nbytes = 0
+    head = tail = 0
+    while True:
+        if head:
+            view[: tail - head] = view[head:tail]
+            tail -= head
+            head = 0
+        n = recv_into(view[tail:])
+        if not n:
+            break
+        tail += n
+        while tail - head >= 4:
+            (size,) = unpack_from(buf, head)
+            if size > BUF - 4:
+                raise ValueError("frame too large")
+            end = head + 4 + size
+            if end > tail:
+                break
+            frames += 1
+            nbytes += size
+            head = end
+    meter.stop()
+    conn.close()
+    return _result(frames, nbytes, p, head == tail)
+
+
+def stdlib_makefile(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    conn, _ = listener.accept()
+    f = conn.makefile("rb")
+    read, unpack = f.read, HEADER.unpack
+    meter.start()
+    frames = nbytes = 0
+    while True:
+        header = read(4)
+        if len(header) < 4:
+            break
+        payload = read(unpack(header)[0])
+        frames += 1
+        nbytes += len(payload)
+    meter.stop()
+    f.close()
+    conn.close()
+    return _result(frames, nbytes, p)
+
+
+def _stream(conn: Any) -> Any:
+    import fastsock
+
+    return fastsock.Stream(conn, framing=fastsock.LengthPrefix(4, "big"), read_size=BUF)
+
+
+def fastsock_read_frames(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    """Every complete frame buffered, from at most one recv per call."""
+    stream = _stream(accept_fastsock(listener))
+    read_frames = stream.read_frames
+    meter.start()
+    frames = nbytes = 0
+    while True:
+        try:
+            batch = read_frames(max_frames=1 << 16)
+        except EOFError:
+            break
+        if not batch:  # EOF
+            break
+        frames += len(batch)
+        for payload in batch:
+            nbytes += len(payload)
+    meter.stop()
+    return _result(frames, nbytes, p)
+
+
+def fastsock_read_frame(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    stream = _stream(accept_fastsock(listener))
+    read_frame = stream.read_frame
+    meter.start()
+    frames = nbytes = 0
+    while True:
+        try:
+            payload = read_frame()
+        except EOFError:
+            break
+        frames += 1
+        nbytes += len(payload)
+    meter.stop()
+    return _result(frames, nbytes, p)
+
+
+def asyncio_streams(kind: str) -> Callable[..., dict[str, Any]]:
+    def run(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+        async def main() -> tuple[int, int]:
+            done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                meter.start()
+                frames = nbytes = 0
+                readexactly = reader.readexactly
+                try:
+                    while True:
+                        header = await readexactly(4)
+                        payload = await readexactly(int.from_bytes(header, "big"))
+                        frames += 1
+                        nbytes += len(payload)
+                except asyncio.IncompleteReadError:
+                    pass
+                meter.stop()
+                writer.close()
+                done.set_result((frames, nbytes))
+
+            server = await asyncio.start_server(handle, sock=listener, limit=BUF)
+            totals = await done
+            server.close()
+            return totals
+
+        return _result(*run_loop(kind, main), p)
+
+    return run
+
+
+def asyncio_protocol(kind: str) -> Callable[..., dict[str, Any]]:
+    def run(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+        async def main() -> tuple[int, int, bool]:
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[tuple[int, int, bool]] = loop.create_future()
+            unpack_from = HEADER.unpack_from
+
+            class Parser(asyncio.Protocol):
+                frames = nbytes = 0
+
+                def connection_made(self, transport: Any) -> None:
+                    self.buf = bytearray()
+                    meter.start()
+
+                def data_received(self, data: bytes) -> None:
+                    buf = self.buf
+                    buf += data
+                    head, tail = 0, len(buf)
+                    frames = nbytes = 0
+                    while tail - head >= 4:
+                        (size,) = unpack_from(buf, head)
+                        end = head + 4 + size
+                        if end > tail:
+                            break
+                        frames += 1
+                        nbytes += size
+                        head = end
+                    self.frames += frames
+                    self.nbytes += nbytes
+                    if head:
+                        del buf[:head]
+
+                def eof_received(self) -> None:
+                    meter.stop()
+                    done.set_result((self.frames, self.nbytes, not self.buf))
+
+            server = await loop.create_server(Parser, sock=listener)
+            totals = await done
+            server.close()
+            return totals
+
+        frames, nbytes, clean = run_loop(kind, main)
+        return _result(frames, nbytes, p, clean)
+
+    return run
+
+
+SERVERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "stdlib-naive": stdlib_naive,
+    "stdlib-best": stdlib_best,
+    "stdlib-makefile": stdlib_makefile,
+    "fastsock": fastsock_read_frames,
+    "fastsock-frame": fastsock_read_frame,
+    "fastsock-pure": fastsock_read_frames,
+    "asyncio-streams": asyncio_streams("asyncio"),
+    "asyncio-protocol": asyncio_protocol("asyncio"),
+    "uvloop-streams": asyncio_streams("uvloop"),
+    "uvloop-protocol": asyncio_protocol("uvloop"),
+}
+
+
+def missing(key: str) -> Optional[str]:
+    """Why `key` cannot run here, or None."""
+    if key.startswith("fastsock"):
+        return missing_fastsock("Stream", "LengthPrefix")
+    if key.startswith("uvloop"):
+        return loop_missing("uvloop")
+    return None

@@ -1,0 +1,59 @@
+"""Bar charts per workload (matplotlib, optional): fastsock highlighted, a line at the C reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .runner import Plan
+from .spec import IMPLS, REFERENCE, WORKLOADS, label
+
+MISSING = ("--plot needs matplotlib, which is not installed. Install it with "
+           "pip install 'fastsock[bench]' (or pip install matplotlib), or drop --plot.")
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plot(plan: Plan, summary: dict[str, Any], path: str, title: str) -> None:
+    """Write one PNG with a bar chart per case (and per connection count for W4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for case in plan.cases:
+        for point, table in summary[case.key].items():
+            if table:
+                panels.append((case, point, table))
+    if not panels:
+        raise ValueError("nothing to plot: no implementation produced figures")
+    cols = 2 if len(panels) > 1 else 1
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 0.45 * 12 * rows + 1), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (case, point, table) in zip(axes.flat, panels):
+        wl = WORKLOADS[case.workload]
+        impls = [i for i in table if i != REFERENCE]
+        impls.sort(key=lambda i: table[i]["median"])
+        values = [table[i]["median"] for i in impls]
+        errs = [[table[i]["median"] - table[i]["min"] for i in impls], [table[i]["max"] - table[i]["median"] for i in impls]]
+        colors = ["#d9480f" if IMPLS[i].fastsock else "#868e96" for i in impls]
+        ax.barh([label(case.workload, i) for i in impls], values, xerr=errs, color=colors, capsize=2)
+        if REFERENCE in table:
+            ax.axvline(table[REFERENCE]["median"], color="#1c7ed6", linestyle="--", label="C reference")
+            ax.legend(loc="lower right", fontsize=8)
+        where = f", {point} connections" if point is not None else ""
+        ax.set_title(f"{case.title}{where}", fontsize=9)
+        ax.set_xlabel(f"{wl.metric} (median, bars: min-max)", fontsize=8)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

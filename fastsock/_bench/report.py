@@ -1,0 +1,269 @@
+"""Tables, the summary paragraph, JSON and Markdown output of a finished (or interrupted) run."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Any, Optional
+
+from .runner import Case, Plan, Row
+from .spec import BASELINE, IMPLS, REFERENCE, WORKLOADS, label
+
+SCHEMA = "fastsock-bench/1"
+
+
+def _points(rows: list[Row]) -> list[Optional[int]]:
+    pts: list[Optional[int]] = []
+    for row in rows:
+        for run in row.runs:
+            for m in run["measurements"]:
+                if m["point"] not in pts:
+                    pts.append(m["point"])
+    return sorted(pts, key=lambda x: -1 if x is None else x) or [None]
+
+
+def _median(values: list[float]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def stats(row: Row, point: Optional[int], case: Case) -> Optional[dict[str, Any]]:
+    """Median, min and max of the headline figure and medians of the others, at one point."""
+    wl = WORKLOADS[case.workload]
+    ms = [m for run in row.runs for m in run["measurements"] if m["point"] == point]
+    if not ms:
+        return None
+    values = [m["value"] for m in ms]
+    per_op = _median([m["server_cpu_per_op"] for m in ms])
+    return {
+        "n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
+        "server_cpu_per_op": per_op * wl.cpu_scale if per_op is not None else None,
+        "server_cpu_pct": _median([m["server_cpu_pct"] for m in ms]),
+        "client_cpu_pct": _median([m["client_cpu_pct"] for m in ms]),
+        "p50_us": _median([m.get("p50_us") for m in ms]),
+        "p99_us": _median([m.get("p99_us") for m in ms]),
+    }
+
+
+def summarize(plan: Plan) -> dict[str, dict[Optional[int], dict[str, dict[str, Any]]]]:
+    """{case key: {point: {impl: stats + ratios}}}."""
+    out: dict[str, dict[Optional[int], dict[str, dict[str, Any]]]] = {}
+    for case in plan.cases:
+        rows = [r for (ck, _), r in plan.rows.items() if ck == case.key]
+        per_point: dict[Optional[int], dict[str, dict[str, Any]]] = {}
+        for point in _points(rows):
+            table: dict[str, dict[str, Any]] = {}
+            for row in rows:
+                s = stats(row, point, case)
+                if s is not None:
+                    table[row.impl] = s
+            for s in table.values():
+                for name, ref in (("vs_stdlib_best", BASELINE), ("vs_c", REFERENCE)):
+                    base = table.get(ref)
+                    s[name] = s["median"] / base["median"] if base and base["median"] else None
+            per_point[point] = table
+        out[case.key] = per_point
+    return out
+
+
+def fmt_value(v: Optional[float], unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit == "GB/s":
+        return f"{v:.2f}"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}"
+
+
+def fmt_num(v: Optional[float], digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:.0f}"
+    return f"{v:.{digits}f}"
+
+
+def fmt_ratio(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+class StatusRow:
+    """A row without figures: the leading cells, then its status and reason across the table."""
+
+    def __init__(self, lead: list[str], status: str) -> None:
+        self.lead, self.status = lead, status
+
+
+Body = list["list[str] | StatusRow"]
+
+
+def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[str], Body]:
+    """Header and rows of one case's table (rows without figures carry their status)."""
+    wl = WORKLOADS[case.workload]
+    latency = case.workload in ("W2", "W4")
+    head = ["implementation", f"{wl.metric} (median)", "min-max", "vs stdlib best", "vs C",
+            f"server CPU {wl.cpu_unit}", "server CPU %", "client CPU %"]
+    if latency:
+        head[5:5] = ["p50 µs", "p99 µs"]
+    if case.workload == "W4":
+        head.insert(0, "conns")
+    body: Body = []
+    rows = [r for (ck, _), r in plan.rows.items() if ck == case.key]
+    first = True
+    for point, table in summary[case.key].items():
+        for row in rows:
+            name = label(case.workload, row.impl)
+            s = table.get(row.impl)
+            lead = [str(point)] if case.workload == "W4" else []
+            if s is None:
+                if first:  # report a row without figures once
+                    body.append(StatusRow(lead + [name], f"{row.status}: {row.reason}"[:160]))
+                continue
+            if row.failures:
+                name += f" ({len(row.failures)} failed)"
+            cells = lead + [name, fmt_value(s["median"], wl.metric),
+                            f"{fmt_value(s['min'], wl.metric)}-{fmt_value(s['max'], wl.metric)}",
+                            fmt_ratio(s["vs_stdlib_best"]), fmt_ratio(s["vs_c"])]
+            if latency:
+                cells += [fmt_num(s["p50_us"]), fmt_num(s["p99_us"])]
+            cells += [fmt_num(s["server_cpu_per_op"], 2), fmt_num(s["server_cpu_pct"], 0),
+                      fmt_num(s["client_cpu_pct"], 0)]
+            body.append(cells)
+        first = False
+    return head, body
+
+
+def text_table(head: list[str], body: Body) -> str:
+    """Aligned plain-text table: names left-aligned, figures right-aligned."""
+    name_col = 1 if head[0] == "conns" else 0
+    widths = [len(h) for h in head]
+    for cells in body:
+        for i, c in enumerate(cells.lead if isinstance(cells, StatusRow) else cells):
+            widths[i] = max(widths[i], len(c))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == name_col else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    lines = [line(head), "  ".join("-" * w for w in widths)]
+    for cells in body:
+        if isinstance(cells, StatusRow):
+            lines.append(line(cells.lead) + "  " + cells.status)
+        else:
+            lines.append(line(cells))
+    return "\n".join(lines)
+
+
+def markdown_table(head: list[str], body: Body) -> str:
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(":---" if i <= (1 if head[0] == "conns" else 0) else "---:" for i in range(len(head))) + "|"]
+    for cells in body:
+        if isinstance(cells, StatusRow):
+            cells = cells.lead + [cells.status] + [""] * (len(head) - len(cells.lead) - 1)
+        out.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(out)
+
+
+def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
+    """One paragraph with the ratios that matter."""
+    parts = []
+    for case in plan.cases:
+        table = summary[case.key]
+        point = max((p for p in table if p is not None), default=None)
+        t = table.get(point, {})
+        where = f" at {point} connections" if point is not None else ""
+        name = case.key.replace("-same-core", " (same core)")
+        fs = t.get("fastsock")
+        best = t.get(BASELINE)
+        if fs:
+            bits = []
+            if fs.get("vs_stdlib_best"):
+                bits.append(f"{fs['vs_stdlib_best']:.2f}x stdlib best")
+            if fs.get("vs_c"):
+                bits.append(f"{fs['vs_c']:.0%} of C")
+            parts.append(f"{name}{where}: fastsock (C backend) " + (", ".join(bits) or "measured"))
+        elif best and best.get("vs_c"):
+            parts.append(f"{name}{where}: fastsock not available; stdlib best is {best['vs_c']:.0%} of C")
+        fastest = max(((k, v) for k, v in t.items() if k != REFERENCE), key=lambda kv: kv[1]["median"], default=None)
+        if fastest and fastest[1].get("vs_c") is not None:
+            parts[-1:] = [(parts[-1] + "; " if parts and parts[-1].startswith(name) else f"{name}{where}: ")
+                          + f"fastest Python stack {label(case.workload, fastest[0])} at {fastest[1]['vs_c']:.0%} of C"]
+    text = ". ".join(parts) + "." if parts else "No figures were measured."
+    busy = []
+    for ck, per_point in summary.items():
+        for point, table in per_point.items():
+            for impl, s in table.items():
+                if s.get("client_cpu_pct") and s["client_cpu_pct"] >= 90:
+                    busy.append(f"{ck} {impl}" + (f"@{point}" if point else ""))
+    if busy:
+        text += (" The load generator used >= 90% of its core in " + ", ".join(busy[:6])
+                 + (" ..." if len(busy) > 6 else "") + ": there the client, not the server, may be the limit.")
+    else:
+        text += " The load generator stayed below 90% of its core in every run, so the servers were the limit."
+    skipped = sorted({f"{r.impl} ({r.reason})" for r in plan.rows.values() if r.status in ("unavailable", "skipped")})
+    if skipped:
+        text += " Not measured: " + "; ".join(skipped) + "."
+    return text
+
+
+def render_text(plan: Plan, machine: dict[str, Any], command: str) -> str:
+    from .machine import one_line
+
+    summary = summarize(plan)
+    out = []
+    for case in plan.cases:
+        out.append(f"\n{case.title}")
+        out.append(text_table(*table_rows(plan, summary, case)))
+    out.append("\nSummary: " + summary_paragraph(plan, summary))
+    for note in plan.notes:
+        out.append(f"Note: {note}")
+    out.append(f"Machine: {one_line(machine)}")
+    out.append(f"Command: {command}")
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(plan: Plan, machine: dict[str, Any], command: str) -> str:
+    from .machine import one_line
+
+    summary = summarize(plan)
+    out = [f"Command: `{command}`  ", f"Date: {machine['date']}  ", f"Machine: {one_line(machine)}", ""]
+    for case in plan.cases:
+        out += [f"**{case.title}**", "", markdown_table(*table_rows(plan, summary, case)), ""]
+    out.append(summary_paragraph(plan, summary))
+    for note in plan.notes:
+        out.append(f"\nNote: {note}")
+    return "\n".join(out) + "\n"
+
+
+def to_json(plan: Plan, machine: dict[str, Any], command: list[str], options: dict[str, Any],
+            elapsed: float, interrupted: bool) -> dict[str, Any]:
+    """Every raw figure, the summary, the machine and the versions."""
+    summary = summarize(plan)
+    return {
+        "schema": SCHEMA,
+        "command": command,
+        "options": options,
+        "machine": machine,
+        "elapsed_s": round(elapsed, 3),
+        "interrupted": interrupted,
+        "notes": plan.notes,
+        "load_generator": "c" if plan.use_c_client else "python",
+        "cases": [{"key": c.key, "workload": c.workload, "placement": c.placement, "title": c.title,
+                   "metric": WORKLOADS[c.workload].metric, "cpu_unit": WORKLOADS[c.workload].cpu_unit,
+                   "params": plan.params[c.key]} for c in plan.cases],
+        "rows": [{"case": r.case, "impl": r.impl, "label": label(r.case.split("-")[0], r.impl),
+                  "status": r.status, "reason": r.reason, "failures": r.failures, "runs": r.runs,
+                  "summary": [{"point": p, **s} for p, t in summary[r.case].items() for i, s in t.items() if i == r.impl]}
+                 for r in plan.rows.values()],
+    }
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, default=str)
+        f.write("\n")
+
+
+__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "SCHEMA", "IMPLS"]

@@ -1,0 +1,100 @@
+"""The workloads W1-W4 of WORKLOADS.md, their counts (full and --quick), and the implementations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload: what is sent, how much, and how its figures are named."""
+
+    key: str
+    name: str
+    metric: str  # the headline figure's unit, e.g. "GB/s"
+    metric_scale: float  # multiply ops/s by this to get the headline figure
+    cpu_unit: str  # server CPU per operation is shown in this unit
+    cpu_scale: float  # multiply CPU seconds per op by this
+    full: dict[str, object] = field(default_factory=dict)
+    quick: dict[str, object] = field(default_factory=dict)
+    limit_s: int = 60  # hard limit of one run (server and client are killed past it)
+    impls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation; `pure` runs it with FASTSOCK_PURE=1, `reference` is the C programs."""
+
+    key: str
+    label: str
+    pure: bool = False
+    reference: bool = False
+    fastsock: bool = False
+
+
+IMPLS: dict[str, Impl] = {
+    i.key: i
+    for i in [
+        Impl("c", "C reference", reference=True),
+        Impl("fastsock", "fastsock (C backend)", fastsock=True),
+        Impl("fastsock-frame", "fastsock (C) read_frame", fastsock=True),
+        Impl("fastsock-pure", "fastsock (python backend)", pure=True, fastsock=True),
+        Impl("stdlib-naive", "stdlib naive"),
+        Impl("stdlib-best", "stdlib best"),
+        Impl("stdlib-makefile", "stdlib makefile"),
+        Impl("threaded", "stdlib threads"),
+        Impl("asyncio-streams", "asyncio streams"),
+        Impl("asyncio-protocol", "asyncio Protocol"),
+        Impl("asyncio-fastsock", "asyncio Protocol on fastsock.Selector", fastsock=True),
+        Impl("uvloop-streams", "uvloop streams"),
+        Impl("uvloop-protocol", "uvloop Protocol"),
+        Impl("gevent", "gevent"),
+    ]
+}
+
+BASELINE = "stdlib-best"  # "ratio to stdlib best"
+REFERENCE = "c"
+
+MiB = 1024 * 1024
+
+WORKLOADS: dict[str, Workload] = {
+    w.key: w
+    for w in [
+        Workload(
+            "W1", "bulk", "GB/s", 1e-9, "µs/MiB", 1e6 * MiB,
+            full={"bytes": 2048 * MiB}, quick={"bytes": 256 * MiB}, limit_s=60,
+            impls=("c", "fastsock", "fastsock-pure", "stdlib-naive", "stdlib-best",
+                   "asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol"),
+        ),
+        Workload(
+            "W2", "ping-pong", "round trips/s", 1.0, "µs/rt", 1e6,
+            full={"round_trips": 50_000, "warmup": 1_000, "payload": 64},
+            quick={"round_trips": 3_000, "warmup": 300, "payload": 64}, limit_s=60,
+            impls=("c", "fastsock", "fastsock-pure", "stdlib-naive", "stdlib-best", "stdlib-makefile",
+                   "asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol"),
+        ),
+        Workload(
+            "W3", "pipelined frames", "frames/s", 1.0, "ns/frame", 1e9,
+            full={"frames": 2_000_000, "payload": 100}, quick={"frames": 200_000, "payload": 100}, limit_s=90,
+            impls=("c", "fastsock", "fastsock-frame", "fastsock-pure", "stdlib-naive", "stdlib-best",
+                   "stdlib-makefile", "asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol"),
+        ),
+        Workload(
+            "W4", "echo under concurrency", "requests/s", 1.0, "µs/req", 1e6,
+            full={"points": (1, 10, 100), "seconds": 5.0, "msg_size": 1024},
+            quick={"points": (1, 10, 100), "seconds": 0.25, "msg_size": 1024}, limit_s=60,
+            impls=("c", "fastsock", "fastsock-pure", "stdlib-best", "threaded", "asyncio-protocol",
+                   "asyncio-streams", "asyncio-fastsock", "uvloop-protocol", "uvloop-streams", "gevent"),
+        ),
+    ]
+}
+
+# W4's "stdlib best" is the selectors loop; labels that differ per workload.
+LABEL_OVERRIDES = {("W4", "stdlib-best"): "stdlib selectors (best)", ("W4", "fastsock"): "fastsock Selector (C)",
+                   ("W4", "fastsock-pure"): "fastsock Selector (python)",
+                   ("W3", "fastsock"): "fastsock (C) read_frames"}
+
+
+def label(workload: str, impl: str) -> str:
+    """The row label of `impl` in `workload`'s table."""
+    return LABEL_OVERRIDES.get((workload, impl), IMPLS[impl].label)
