@@ -3,7 +3,9 @@ reports as `fastsock._c._speedups`, written on the standard library's socket cal
 
 from __future__ import annotations
 
+import errno
 import operator
+import os
 import socket as _stdsocket
 import sys
 from collections.abc import Iterable
@@ -83,6 +85,12 @@ class _Deadline:
             _stdsocket.socket.settimeout(self.sock, self.timeout)
 
 
+def _check_open(sock: _stdsocket.socket) -> None:
+    """A closed socket (fileno() == -1): the stdlib's OSError(EBADF), before any work."""
+    if sock.fileno() < 0:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
 def _attach(exc: BaseException, name: str, count: int) -> None:
     try:
         setattr(exc, name, count)
@@ -100,6 +108,7 @@ class socket(SocketBase):
         the whole call. On failure the exception's `.bytes_sent` says how much went out."""
         view = _readable_view(data)
         flags = operator.index(flags) | _MSG_NOSIGNAL
+        _check_open(self)
         total = len(view)
         sent = 0
         clock = _Deadline(self)
@@ -130,6 +139,7 @@ class socket(SocketBase):
                 raise TypeError("sendall_many() argument must be an iterable of bytes-like objects") from None
             raise
         flags = operator.index(flags) | _MSG_NOSIGNAL
+        _check_open(self)
         total = sum(len(v) for v in views)
         sent = 0
         idx = 0  # first view not yet fully sent
@@ -139,8 +149,6 @@ class socket(SocketBase):
                 while idx < len(views) and len(views[idx]) == 0:
                     idx += 1
                 if idx >= len(views):
-                    if total == 0 and sent == 0 and self.fileno() < 0:
-                        _stdsocket.socket.send(self, b"")  # closed socket: EBADF like sendall
                     return sent
                 clock.arm()
                 n = _stdsocket.socket.sendmsg(self, views[idx:idx + _IOV_MAX], (), flags)
@@ -187,12 +195,12 @@ class socket(SocketBase):
         elif size > len(view):
             raise ValueError("buffer too small for requested bytes")
         view = view[:size]
+        _check_open(self)
+        if size == 0:
+            return 0
         progress = [0]
         clock = _Deadline(self)
         try:
-            if size == 0:
-                _stdsocket.socket.recv_into(self, view, 0, flags)  # EBADF on a closed socket
-                return 0
             complete = self._fill(view, progress, flags, clock)
         except BaseException as exc:
             _attach(exc, "bytes_received", progress[0])
@@ -209,13 +217,13 @@ class socket(SocketBase):
         beyond 16 MiB is taken only as bytes arrive."""
         size = _size(n, "recv_exactly")
         flags = operator.index(flags)
+        _check_open(self)
+        if size == 0:
+            return b""
         buf = bytearray(min(size, EAGER_ALLOC_LIMIT))
         progress = [0]
         clock = _Deadline(self)
         try:
-            if size == 0:
-                _stdsocket.socket.recv_into(self, buf, 0, flags)  # EBADF on a closed socket
-                return b""
             while True:
                 with memoryview(buf) as view:
                     complete = self._fill(view, progress, flags, clock)
