@@ -98,6 +98,22 @@ def _attach(exc: BaseException, name: str, count: int) -> None:
         pass
 
 
+def _recorded(moved: list[int], fn: Any, *args: Any) -> int:
+    """Call fn(*args) and append its byte count to `moved`, both inside C (map + extend).
+
+    A signal handler that raises runs at the interpreter's next check after a call returns;
+    calling through map/extend means the count is already recorded by then, so an
+    exception raised by the handler can still report every byte that was moved."""
+    moved.extend(map(fn, *([arg] for arg in args)))
+    return moved[-1]
+
+
+def _report(exc: BaseException, name: str, count: int) -> None:
+    _attach(exc, name, count)
+    if isinstance(exc, BlockingIOError) and name == "bytes_sent":
+        exc.characters_written = count
+
+
 class socket(SocketBase):
     """A `socket.socket` whose send/recv loops report partial progress (pure-Python backend)."""
 
@@ -110,18 +126,16 @@ class socket(SocketBase):
         flags = operator.index(flags) | _MSG_NOSIGNAL
         _check_open(self)
         total = len(view)
+        moved: list[int] = []
         sent = 0
         clock = _Deadline(self)
         try:
-            while True:  # at least one send, so a closed socket raises EBADF even for b""
+            while sent < total:
                 clock.arm()
-                sent += _stdsocket.socket.send(self, view[sent:], flags)
-                if sent >= total:
-                    return None
+                sent += _recorded(moved, _stdsocket.socket.send, self, view[sent:], flags)
+            return None
         except BaseException as exc:
-            _attach(exc, "bytes_sent", sent)
-            if isinstance(exc, BlockingIOError):
-                exc.characters_written = sent
+            _report(exc, "bytes_sent", sum(moved))
             raise
         finally:
             clock.restore()
@@ -140,20 +154,17 @@ class socket(SocketBase):
             raise
         flags = operator.index(flags) | _MSG_NOSIGNAL
         _check_open(self)
-        total = sum(len(v) for v in views)
+        views = [v for v in views if len(v)]
+        moved: list[int] = []
         sent = 0
         idx = 0  # first view not yet fully sent
         clock = _Deadline(self)
         try:
-            while True:
-                while idx < len(views) and len(views[idx]) == 0:
-                    idx += 1
-                if idx >= len(views):
-                    return sent
+            while idx < len(views):
                 clock.arm()
-                n = _stdsocket.socket.sendmsg(self, views[idx:idx + _IOV_MAX], (), flags)
+                n = _recorded(moved, _stdsocket.socket.sendmsg, self, views[idx:idx + _IOV_MAX], (), flags)
                 sent += n
-                while n > 0:  # drop what went out; the first partial view is sliced
+                while n > 0:  # drop what went out; a partly sent view is sliced
                     first = len(views[idx])
                     if n >= first:
                         n -= first
@@ -161,27 +172,24 @@ class socket(SocketBase):
                     else:
                         views[idx] = views[idx][n:]
                         n = 0
+            return sent
         except BaseException as exc:
-            _attach(exc, "bytes_sent", sent)
-            if isinstance(exc, BlockingIOError):
-                exc.characters_written = sent
+            _report(exc, "bytes_sent", sum(moved))
             raise
         finally:
             clock.restore()
 
-    def _fill(self, view: memoryview, progress: list[int], flags: int, clock: _Deadline) -> bool:
-        """recv into view[progress[0]:] until full; False on EOF. progress[0] stays current
-        even when an exception escapes, so the caller can report it."""
+    def _fill(self, view: memoryview, moved: list[int], got: int, flags: int, clock: _Deadline) -> bool:
+        """recv into view[got:] until full, recording each count in `moved`; False on EOF."""
         want = len(view)
         if clock.timeout is None:
             flags |= _MSG_WAITALL  # blocking: let the kernel gather the whole range
-        while progress[0] < want:
+        while got < want:
             clock.arm()
-            got = progress[0]
-            n = _stdsocket.socket.recv_into(self, view[got:], want - got, flags)
+            n = _recorded(moved, _stdsocket.socket.recv_into, self, view[got:], want - got, flags)
             if n == 0:
                 return False
-            progress[0] = got + n
+            got += n
         return True
 
     def recv_into_exactly(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
@@ -198,17 +206,17 @@ class socket(SocketBase):
         _check_open(self)
         if size == 0:
             return 0
-        progress = [0]
+        moved: list[int] = []
         clock = _Deadline(self)
         try:
-            complete = self._fill(view, progress, flags, clock)
+            complete = self._fill(view, moved, 0, flags, clock)
         except BaseException as exc:
-            _attach(exc, "bytes_received", progress[0])
+            _attach(exc, "bytes_received", sum(moved))
             raise
         finally:
             clock.restore()
         if not complete:
-            raise IncompleteReadError(bytes(view[:progress[0]]), size)
+            raise IncompleteReadError(bytes(view[:sum(moved)]), size)
         return size
 
     def recv_exactly(self, n: int, flags: int = 0) -> bytes:
@@ -221,22 +229,23 @@ class socket(SocketBase):
         if size == 0:
             return b""
         buf = bytearray(min(size, EAGER_ALLOC_LIMIT))
-        progress = [0]
+        moved: list[int] = []
         clock = _Deadline(self)
         try:
             while True:
                 with memoryview(buf) as view:
-                    complete = self._fill(view, progress, flags, clock)
+                    complete = self._fill(view, moved, sum(moved), flags, clock)
                 if not complete:
-                    raise IncompleteReadError(bytes(buf[:progress[0]]), size)
-                if progress[0] == size:
+                    raise IncompleteReadError(bytes(buf[:sum(moved)]), size)
+                if len(buf) == size:
                     return bytes(buf)
                 buf.extend(bytes(min(size, 2 * len(buf)) - len(buf)))  # grow as data arrives
         except IncompleteReadError:
             raise
         except BaseException as exc:
-            _attach(exc, "bytes_received", progress[0])
-            _attach(exc, "partial", bytes(buf[:progress[0]]))
+            got = sum(moved)
+            _attach(exc, "bytes_received", got)
+            _attach(exc, "partial", bytes(buf[:got]))
             raise
         finally:
             clock.restore()
