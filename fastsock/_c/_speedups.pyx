@@ -5,6 +5,7 @@ Each .pxi holds the wrappers of one part of the API and defines its own `*_ALL` 
 the C work itself lives in src_c/ (declared in includes/*.pxd).
 """
 
+include "_io.pxi"
 include "socket.pxi"
 include "stream.pxi"
 include "poller.pxi"

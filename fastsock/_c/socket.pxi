@@ -1,2 +1,277 @@
-# Placeholder until the socket feature lands.
-SOCKET_ALL = []
+# fastsock.socket, compiled: the stdlib socket subclass whose send/recv loops run in C
+# (src_c/fs_io.c) with the GIL released. The pure twin is fastsock/_py/socket.py.
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
+from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
+from cpython.number cimport PyIndex_Check
+from cpython.ref cimport PyObject
+
+from fastsock._c.includes.fs_io cimport iovec, fs_send_all, fs_sendv_all, fs_recv_exact
+
+import operator as _operator
+
+from fastsock._socketbase import (
+    SocketBase as _SocketBase, factories_for as _factories_for,
+    EAGER_ALLOC_LIMIT as _EAGER_ALLOC_LIMIT_PY, LOWAT_MIN as _LOWAT_MIN_PY,
+)
+
+cdef extern from "Python.h":
+    object PySequence_Fast(object o, const char *m)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+    PyObject **PySequence_Fast_ITEMS(object o)
+    Py_ssize_t PY_SSIZE_T_MAX
+
+cdef extern from "sys/socket.h":
+    const int MSG_NOSIGNAL
+    const int AF_INET
+    const int AF_INET6
+    const int SOCK_STREAM
+
+SOCKET_ALL = [
+    "socket",
+    "SocketType",
+    "create_connection",
+    "create_server",
+    "socketpair",
+    "fromfd",
+    "wrap",
+]
+
+cdef Py_ssize_t EAGER_ALLOC_LIMIT = _EAGER_ALLOC_LIMIT_PY
+cdef Py_ssize_t LOWAT_MIN = _LOWAT_MIN_PY
+# The raw int members of _socket.socket: socket.socket.family/type are Python properties
+# that build enums, far slower than reading the C struct field.
+cdef object _RAW_FAMILY = _stdsocket.SocketType.__dict__["family"]
+cdef object _RAW_TYPE = _stdsocket.SocketType.__dict__["type"]
+
+
+cdef inline Py_ssize_t _size_arg(object n, str method) except -1:
+    """Validate a byte count like the stdlib's recv: TypeError, ValueError, OverflowError."""
+    if not PyIndex_Check(n):
+        raise TypeError(f"'{type(n).__name__}' object cannot be interpreted as an integer")
+    n = _operator.index(n)
+    if n < 0:
+        raise ValueError(f"negative buffersize in {method}")
+    if n > PY_SSIZE_T_MAX:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return <Py_ssize_t>n
+
+
+cdef inline int _get_writable(object buffer, Py_buffer *view, str method) except -1:
+    if PyObject_GetBuffer(buffer, view, PyBUF_WRITABLE) == -1:
+        return -1
+    return 0
+
+
+cdef inline bint _use_lowat(object sock, Py_ssize_t size):
+    """SO_RCVLOWAT pays off for large reads on TCP only (poll readiness honours it there)."""
+    if size < LOWAT_MIN:
+        return False
+    family = _RAW_FAMILY.__get__(sock)
+    return (family == AF_INET or family == AF_INET6) and _RAW_TYPE.__get__(sock) == SOCK_STREAM
+
+
+cdef int _recv_exact_into(object sock, char *buf, size_t size, int flags, int64_t deadline,
+                          bint lowat, size_t *got) except? -1:
+    """fs_recv_exact with PEP 475 retries. Returns 0 done, 1 EOF; raises on other errors
+    (*got is current either way, so callers can report partial progress)."""
+    cdef int fd = sock.fileno()
+    cdef int rc
+    while True:
+        with nogil:
+            rc = fs_recv_exact(fd, buf, size, flags, deadline, lowat, got)
+        if rc == 0:
+            return 0
+        if rc == FS_ERR_EOF:
+            return 1
+        if rc == -EINTR:
+            after_eintr()
+            continue
+        raise io_error(rc)
+
+
+class socket(_SocketBase):
+    """A `socket.socket` whose send/recv loops run in C with the GIL released.
+
+    Everything the standard socket does works unchanged; `sendall` is accelerated and
+    `sendall_many`, `recv_exactly` and `recv_into_exactly` are added. Operations that stop
+    part-way say how far they got (`.bytes_sent`, `.bytes_received`, `.partial`).
+    """
+
+    __slots__ = ()
+
+    def sendall(self, data, flags=0):
+        """Send every byte of `data` (any C-contiguous buffer, never copied). The timeout is a
+        deadline for the whole call; on failure the exception's `.bytes_sent` says how much
+        went out. Never raises SIGPIPE: a closed peer gives BrokenPipeError."""
+        cdef Py_buffer view
+        cdef int cflags = flags
+        cdef int64_t deadline
+        cdef size_t sent = 0
+        cdef int rc
+        cdef int fd
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            deadline = deadline_of(self)
+            fd = self.fileno()
+            if fd < 0:
+                raise_ebadf()
+            while True:
+                with nogil:
+                    rc = fs_send_all(fd, <const char *>view.buf, <size_t>view.len, cflags, deadline, &sent)
+                if rc == 0:
+                    return None
+                if rc == -EINTR:
+                    after_eintr()
+                    continue
+                raise io_error(rc)
+        except BaseException as exc:
+            attach(exc, "bytes_sent", sent)
+            if isinstance(exc, BlockingIOError):
+                exc.characters_written = sent
+            raise
+        finally:
+            PyBuffer_Release(&view)
+
+    def sendall_many(self, buffers, flags=0):
+        """Send every buffer of `buffers` in order with gather writes (sendmsg, IOV_MAX
+        buffers per call), never joining them; returns the byte count. The timeout is a
+        deadline for the whole call; on failure `.bytes_sent` says how much went out."""
+        cdef int cflags = flags
+        cdef Py_ssize_t count, i, acquired = 0
+        cdef Py_buffer *views = NULL
+        cdef iovec *iov = NULL
+        cdef PyObject **items
+        cdef size_t sent = 0, total = 0
+        cdef int64_t deadline
+        cdef int rc, fd
+        if isinstance(buffers, (bytes, bytearray, memoryview, str)):
+            raise TypeError("sendall_many() takes an iterable of bytes-like objects, not a single "
+                            f"{type(buffers).__name__}")
+        seq = PySequence_Fast(buffers, "sendall_many() argument must be an iterable of bytes-like objects")
+        count = PySequence_Fast_GET_SIZE(seq)
+        items = PySequence_Fast_ITEMS(seq)
+        views = <Py_buffer *>PyMem_Calloc(count if count else 1, sizeof(Py_buffer))
+        iov = <iovec *>PyMem_Malloc((count if count else 1) * sizeof(iovec))
+        if views == NULL or iov == NULL:
+            PyMem_Free(views)
+            PyMem_Free(iov)
+            raise MemoryError()
+        try:
+            for i in range(count):
+                PyObject_GetBuffer(<object>items[i], &views[i], PyBUF_SIMPLE)
+                acquired += 1
+                iov[i].iov_base = views[i].buf
+                iov[i].iov_len = <size_t>views[i].len
+                total += <size_t>views[i].len
+            deadline = deadline_of(self)
+            fd = self.fileno()
+            if fd < 0:
+                raise_ebadf()
+            while True:
+                with nogil:
+                    rc = fs_sendv_all(fd, iov, <size_t>count, cflags, deadline, &sent)
+                if rc == 0:
+                    return sent
+                if rc == -EINTR:
+                    after_eintr()
+                    continue
+                raise io_error(rc)
+        except BaseException as exc:
+            attach(exc, "bytes_sent", sent)
+            if isinstance(exc, BlockingIOError):
+                exc.characters_written = sent
+            raise
+        finally:
+            for i in range(acquired):
+                PyBuffer_Release(&views[i])
+            PyMem_Free(views)
+            PyMem_Free(iov)
+
+    def recv_into_exactly(self, buffer, nbytes=0, flags=0):
+        """Fill `buffer` (or its first `nbytes`) completely; returns the count. Allocates
+        nothing. EOF first raises IncompleteReadError (`.partial`, `.expected`); other
+        failures carry `.bytes_received` (those bytes are already in `buffer`)."""
+        cdef Py_buffer view
+        cdef Py_ssize_t size
+        cdef int cflags
+        cdef size_t got = 0
+        cdef int64_t deadline
+        cdef int rc
+        try:
+            PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        except (TypeError, BufferError):
+            raise TypeError("recv_into_exactly() argument 'buffer' must be read-write bytes-like "
+                            f"object, not {type(buffer).__name__}") from None
+        try:
+            size = _size_arg(nbytes, "recv_into_exactly")
+            cflags = flags
+            if size == 0:
+                size = view.len
+            elif size > view.len:
+                raise ValueError("buffer too small for requested bytes")
+            deadline = deadline_of(self)
+            if size == 0:
+                if self.fileno() < 0:
+                    raise_ebadf()
+                return 0
+            if _recv_exact_into(self, <char *>view.buf, <size_t>size, cflags, deadline,
+                                _use_lowat(self, size), &got):
+                raise IncompleteReadError(PyBytes_FromStringAndSize(<char *>view.buf, <Py_ssize_t>got), size)
+            return size
+        except IncompleteReadError:
+            raise
+        except BaseException as exc:
+            attach(exc, "bytes_received", got)
+            raise
+        finally:
+            PyBuffer_Release(&view)
+
+    def recv_exactly(self, n, flags=0):
+        """Receive exactly `n` bytes into one bytes object filled in place. EOF first raises
+        IncompleteReadError (`.partial`); other failures carry `.bytes_received` and
+        `.partial`, so no byte is lost. Beyond 16 MiB, memory is taken only as bytes arrive."""
+        cdef Py_ssize_t size = _size_arg(n, "recv_exactly")
+        cdef int cflags = flags
+        cdef int64_t deadline = deadline_of(self)
+        cdef size_t got = 0
+        cdef bint lowat = _use_lowat(self, size)
+        if size == 0:
+            if self.fileno() < 0:
+                raise_ebadf()
+            return b""
+        if size <= EAGER_ALLOC_LIMIT:
+            result = PyBytes_FromStringAndSize(NULL, size)
+            try:
+                if _recv_exact_into(self, PyBytes_AS_STRING(result), <size_t>size, cflags, deadline, lowat, &got):
+                    raise IncompleteReadError(result[:got], size)
+            except IncompleteReadError:
+                raise
+            except BaseException as exc:
+                attach(exc, "bytes_received", got)
+                attach(exc, "partial", result[:got])
+                raise
+            return result
+        # Large: a bytearray grown geometrically as data arrives, then one copy out.
+        grown = bytearray(EAGER_ALLOC_LIMIT)
+        try:
+            while True:
+                if _recv_exact_into(self, PyByteArray_AS_STRING(grown), <size_t>len(grown), cflags,
+                                    deadline, lowat, &got):
+                    raise IncompleteReadError(bytes(grown[:got]), size)
+                if <Py_ssize_t>got == size:
+                    return bytes(grown)
+                PyByteArray_Resize(grown, min(size, 2 * len(grown)))
+        except IncompleteReadError:
+            raise
+        except BaseException as exc:
+            attach(exc, "bytes_received", got)
+            attach(exc, "partial", bytes(grown[:got]))
+            raise
+
+
+SocketType = socket
+
+create_connection, create_server, socketpair, fromfd, wrap = _factories_for(socket)

@@ -1,3 +1,256 @@
-"""Placeholder until the socket feature lands."""
+"""Pure-Python twin of the compiled socket methods: the same loops, errors and partial-progress
+reports as `fastsock._c._speedups`, written on the standard library's socket calls."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import errno
+import operator
+import os
+import socket as _stdsocket
+import sys
+from collections.abc import Iterable
+from time import monotonic
+from typing import Any
+
+from .._errors import IncompleteReadError
+from .._socketbase import EAGER_ALLOC_LIMIT, SocketBase, factories_for
+
+__all__ = [
+    "socket",
+    "SocketType",
+    "create_connection",
+    "create_server",
+    "socketpair",
+    "fromfd",
+    "wrap",
+]
+
+_MSG_WAITALL = getattr(_stdsocket, "MSG_WAITALL", 0)
+_MSG_NOSIGNAL = getattr(_stdsocket, "MSG_NOSIGNAL", 0)
+_IOV_MAX = 1024
+
+
+def _readable_view(data: Any) -> memoryview:
+    """A flat byte view of any C-contiguous buffer, with the stdlib's errors."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _writable_view(buffer: Any, method: str) -> memoryview:
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        view = None
+    if view is None or view.readonly or not view.c_contiguous:
+        raise TypeError(
+            f"{method}() argument 'buffer' must be read-write bytes-like object, not {type(buffer).__name__}"
+        )
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def _size(n: Any, method: str) -> int:
+    size = operator.index(n)
+    if size < 0:
+        raise ValueError(f"negative buffersize in {method}")
+    if size > sys.maxsize:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return size
+
+
+class _Deadline:
+    """The socket's timeout turned into a deadline for one whole call (restores it at exit)."""
+
+    __slots__ = ("sock", "timeout", "deadline")
+
+    def __init__(self, sock: _stdsocket.socket) -> None:
+        self.sock = sock
+        self.timeout = sock.gettimeout()
+        self.deadline = None if not self.timeout else monotonic() + self.timeout
+
+    def arm(self) -> None:
+        """Before each step: let the socket wait no longer than what is left of the deadline."""
+        if self.deadline is not None:
+            left = self.deadline - monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            _stdsocket.socket.settimeout(self.sock, left)
+
+    def restore(self) -> None:
+        if self.deadline is not None:
+            _stdsocket.socket.settimeout(self.sock, self.timeout)
+
+
+def _check_open(sock: _stdsocket.socket) -> None:
+    """A closed socket (fileno() == -1): the stdlib's OSError(EBADF), before any work."""
+    if sock.fileno() < 0:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
+def _attach(exc: BaseException, name: str, count: int) -> None:
+    try:
+        setattr(exc, name, count)
+    except AttributeError:  # an exception type without __dict__: nothing to attach to
+        pass
+
+
+def _recorded(moved: list[int], fn: Any, *args: Any) -> int:
+    """Call fn(*args) and append its byte count to `moved`, both inside C (map + extend).
+
+    A signal handler that raises runs at the interpreter's next check after a call returns;
+    calling through map/extend means the count is already recorded by then, so an
+    exception raised by the handler can still report every byte that was moved."""
+    moved.extend(map(fn, *([arg] for arg in args)))
+    return moved[-1]
+
+
+def _report(exc: BaseException, name: str, count: int) -> None:
+    _attach(exc, name, count)
+    if isinstance(exc, BlockingIOError) and name == "bytes_sent":
+        exc.characters_written = count
+
+
+class socket(SocketBase):
+    """A `socket.socket` whose send/recv loops report partial progress (pure-Python backend)."""
+
+    __slots__ = ()
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Send every byte of `data` (any C-contiguous buffer); the timeout is a deadline for
+        the whole call. On failure the exception's `.bytes_sent` says how much went out."""
+        view = _readable_view(data)
+        flags = operator.index(flags) | _MSG_NOSIGNAL
+        _check_open(self)
+        total = len(view)
+        moved: list[int] = []
+        sent = 0
+        clock = _Deadline(self)
+        try:
+            while sent < total:
+                clock.arm()
+                sent += _recorded(moved, _stdsocket.socket.send, self, view[sent:], flags)
+            return None
+        except BaseException as exc:
+            _report(exc, "bytes_sent", sum(moved))
+            raise
+        finally:
+            clock.restore()
+
+    def sendall_many(self, buffers: Iterable[Any], flags: int = 0) -> int:
+        """Send every buffer of `buffers` in order with gather writes (sendmsg), never joining
+        them; returns the byte count. On failure `.bytes_sent` says how much went out."""
+        if isinstance(buffers, (bytes, bytearray, memoryview, str)):
+            raise TypeError("sendall_many() takes an iterable of bytes-like objects, not a single "
+                            f"{type(buffers).__name__}")
+        try:
+            views = [_readable_view(b) for b in buffers]
+        except TypeError as exc:
+            if "is not iterable" in str(exc):
+                raise TypeError("sendall_many() argument must be an iterable of bytes-like objects") from None
+            raise
+        flags = operator.index(flags) | _MSG_NOSIGNAL
+        _check_open(self)
+        views = [v for v in views if len(v)]
+        moved: list[int] = []
+        sent = 0
+        idx = 0  # first view not yet fully sent
+        clock = _Deadline(self)
+        try:
+            while idx < len(views):
+                clock.arm()
+                n = _recorded(moved, _stdsocket.socket.sendmsg, self, views[idx:idx + _IOV_MAX], (), flags)
+                sent += n
+                while n > 0:  # drop what went out; a partly sent view is sliced
+                    first = len(views[idx])
+                    if n >= first:
+                        n -= first
+                        idx += 1
+                    else:
+                        views[idx] = views[idx][n:]
+                        n = 0
+            return sent
+        except BaseException as exc:
+            _report(exc, "bytes_sent", sum(moved))
+            raise
+        finally:
+            clock.restore()
+
+    def _fill(self, view: memoryview, moved: list[int], got: int, flags: int, clock: _Deadline) -> bool:
+        """recv into view[got:] until full, recording each count in `moved`; False on EOF."""
+        want = len(view)
+        if clock.timeout is None:
+            flags |= _MSG_WAITALL  # blocking: let the kernel gather the whole range
+        while got < want:
+            clock.arm()
+            n = _recorded(moved, _stdsocket.socket.recv_into, self, view[got:], want - got, flags)
+            if n == 0:
+                return False
+            got += n
+        return True
+
+    def recv_into_exactly(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Fill `buffer` (or its first `nbytes`) completely; returns the count. Allocates nothing.
+        EOF first raises IncompleteReadError; other failures carry `.bytes_received`."""
+        view = _writable_view(buffer, "recv_into_exactly")
+        size = _size(nbytes, "recv_into_exactly")
+        flags = operator.index(flags)
+        if size == 0:
+            size = len(view)
+        elif size > len(view):
+            raise ValueError("buffer too small for requested bytes")
+        view = view[:size]
+        _check_open(self)
+        if size == 0:
+            return 0
+        moved: list[int] = []
+        clock = _Deadline(self)
+        try:
+            complete = self._fill(view, moved, 0, flags, clock)
+        except BaseException as exc:
+            _attach(exc, "bytes_received", sum(moved))
+            raise
+        finally:
+            clock.restore()
+        if not complete:
+            raise IncompleteReadError(bytes(view[:sum(moved)]), size)
+        return size
+
+    def recv_exactly(self, n: int, flags: int = 0) -> bytes:
+        """Receive exactly `n` bytes. EOF first raises IncompleteReadError (with `.partial`);
+        other failures carry `.bytes_received` and `.partial`, so no byte is lost. Memory
+        beyond 16 MiB is taken only as bytes arrive."""
+        size = _size(n, "recv_exactly")
+        flags = operator.index(flags)
+        _check_open(self)
+        if size == 0:
+            return b""
+        buf = bytearray(min(size, EAGER_ALLOC_LIMIT))
+        moved: list[int] = []
+        clock = _Deadline(self)
+        try:
+            while True:
+                with memoryview(buf) as view:
+                    complete = self._fill(view, moved, sum(moved), flags, clock)
+                if not complete:
+                    raise IncompleteReadError(bytes(buf[:sum(moved)]), size)
+                if len(buf) == size:
+                    return bytes(buf)
+                buf.extend(bytes(min(size, 2 * len(buf)) - len(buf)))  # grow as data arrives
+        except IncompleteReadError:
+            raise
+        except BaseException as exc:
+            got = sum(moved)
+            _attach(exc, "bytes_received", got)
+            _attach(exc, "partial", bytes(buf[:got]))
+            raise
+        finally:
+            clock.restore()
+
+
+SocketType = socket
+
+create_connection, create_server, socketpair, fromfd, wrap = factories_for(socket)
