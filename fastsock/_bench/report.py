@@ -201,7 +201,7 @@ def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
         text += (" The load generator used >= 90% of its core in " + ", ".join(busy[:6])
                  + (" ..." if len(busy) > 6 else "") + ": there the client, not the server, may be the limit.")
     else:
-        text += " The load generator stayed below 90% of its core in every run, so the servers were the limit."
+        text += " The load generator stayed below 90% of its core in every run, so it was not the limit (when the server is not near 100% either, the kernel or wake-ups are)."
     skipped = sorted({f"{r.impl} ({r.reason})" for r in plan.rows.values() if r.status in ("unavailable", "skipped")})
     if skipped:
         text += " Not measured: " + "; ".join(skipped) + "."
