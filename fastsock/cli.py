@@ -59,7 +59,7 @@ def _parse_bench(parser: argparse.ArgumentParser, args: argparse.Namespace):  # 
     from ._bench.runner import Options
     from ._bench.spec import IMPLS, WORKLOADS
 
-    bench_parser = parser._subparsers._group_actions[0].choices["bench"]  # type: ignore[union-attr]
+    bench_parser: argparse.ArgumentParser = parser._subparsers._group_actions[0].choices["bench"]  # type: ignore[union-attr,index]
     workloads = [w.upper() for w in _split(args.workload)]
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown or not workloads:

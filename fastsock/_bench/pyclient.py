@@ -133,8 +133,9 @@ def w4_point(port: int, pid: int, nconns: int, seconds: float, size: int) -> dic
             raise TimeoutError("server stopped answering")
         now = time.perf_counter()
         for key, _ in events:
-            i, sock = key.data, key.fileobj
-            data = sock.recv(65536)  # type: ignore[union-attr]
+            i = key.data
+            sock = conns[i]
+            data = sock.recv(65536)
             if not data:
                 raise EOFError("server closed a connection")
             got[i] += len(data)
@@ -144,7 +145,7 @@ def w4_point(port: int, pid: int, nconns: int, seconds: float, size: int) -> dic
             got[i] = 0
             if now < deadline:
                 sent_at[i] = now
-                sock.sendall(msg)  # type: ignore[union-attr]
+                sock.sendall(msg)
             else:
                 sel.unregister(sock)
                 active -= 1

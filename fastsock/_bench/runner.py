@@ -93,9 +93,9 @@ def params_for(wl: Workload, opts: Options) -> dict[str, Any]:
     if opts.scale != 1.0:
         for k in ("bytes", "round_trips", "warmup", "frames"):
             if k in p:
-                p[k] = max(1, int(p[k] * opts.scale))  # type: ignore[call-overload]
+                p[k] = max(1, int(p[k] * opts.scale))
         if "seconds" in p:
-            p["seconds"] = max(0.05, float(p["seconds"]) * opts.scale)  # type: ignore[arg-type]
+            p["seconds"] = max(0.05, float(p["seconds"]) * opts.scale)
         if "bytes" in p:
             p["bytes"] = max(256 * 1024, p["bytes"] // (256 * 1024) * 256 * 1024)
     return p
@@ -106,12 +106,12 @@ def estimate_seconds(case: Case, impl: str, p: dict[str, Any]) -> float:
     start = 0.03 if IMPLS[impl].reference else 0.2
     w = case.workload
     if w == "W1":
-        return start + p["bytes"] / 1.2e9
+        return start + float(p["bytes"]) / 1.2e9
     if w == "W2":
-        return start + (p["round_trips"] + p["warmup"]) / (40e3 if case.placement == "same" else 15e3)
+        return start + float(p["round_trips"] + p["warmup"]) / (40e3 if case.placement == "same" else 15e3)
     if w == "W3":
-        return start + p["frames"] / (0.3e6 if impl == "stdlib-naive" else 1.2e6)
-    return start + len(p["points"]) * (p["seconds"] + 0.05)
+        return start + float(p["frames"]) / (0.3e6 if impl == "stdlib-naive" else 1.2e6)
+    return start + len(p["points"]) * (float(p["seconds"]) + 0.05)
 
 
 def _env(impl: str) -> dict[str, str]:

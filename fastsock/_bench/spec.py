@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,8 +16,8 @@ class Workload:
     metric_scale: float  # multiply ops/s by this to get the headline figure
     cpu_unit: str  # server CPU per operation is shown in this unit
     cpu_scale: float  # multiply CPU seconds per op by this
-    full: dict[str, object] = field(default_factory=dict)
-    quick: dict[str, object] = field(default_factory=dict)
+    full: dict[str, Any] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)
     limit_s: int = 60  # hard limit of one run (server and client are killed past it)
     impls: tuple[str, ...] = ()
 

@@ -57,10 +57,16 @@ def missing_module(name: str) -> Optional[str]:
     return None
 
 
-def as_fastsock(conn: socket.socket) -> Any:
-    """A fastsock socket for an accepted stdlib socket (keeps the same file descriptor)."""
+def fastsock_api() -> Any:
+    """The fastsock module, typed loosely: features land on main one by one."""
     import fastsock
 
+    return fastsock
+
+
+def as_fastsock(conn: socket.socket) -> Any:
+    """A fastsock socket for an accepted stdlib socket (keeps the same file descriptor)."""
+    fastsock = fastsock_api()
     if isinstance(conn, fastsock.socket):
         return conn
     family, type_, proto = conn.family, conn.type, conn.proto
@@ -80,9 +86,7 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
 
         return uvloop.new_event_loop()
     if kind == "fastsock":
-        import fastsock
-
-        return asyncio.SelectorEventLoop(fastsock.Selector())
+        return asyncio.SelectorEventLoop(fastsock_api().Selector())
     return asyncio.new_event_loop()
 
 

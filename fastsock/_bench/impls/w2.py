@@ -7,7 +7,7 @@ import socket
 import struct
 from typing import Any, Callable, Optional
 
-from .common import Meter, accept_fastsock, loop_missing, missing_fastsock, nodelay, run_loop
+from .common import Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, nodelay, run_loop
 
 MAX_FRAME = 1 << 20
 HEADER = struct.Struct(">I")
@@ -105,8 +105,7 @@ def stdlib_makefile(listener: socket.socket, p: dict[str, Any], meter: Meter) ->
 
 def fastsock_stream(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
     """Stream.read_frame + write_frame + flush per round trip."""
-    import fastsock
-
+    fastsock = fastsock_api()
     conn = accept_fastsock(listener)
     nodelay(conn)
     stream = fastsock.Stream(conn, framing=fastsock.LengthPrefix(4, "big"))

@@ -7,7 +7,7 @@ import socket
 import struct
 from typing import Any, Callable, Optional
 
-from .common import Meter, accept_fastsock, loop_missing, missing_fastsock, run_loop
+from .common import Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, run_loop
 
 BUF = 256 * 1024
 HEADER = struct.Struct(">I")
@@ -103,8 +103,7 @@ def stdlib_makefile(listener: socket.socket, p: dict[str, Any], meter: Meter) ->
 
 
 def _stream(conn: Any) -> Any:
-    import fastsock
-
+    fastsock = fastsock_api()
     return fastsock.Stream(conn, framing=fastsock.LengthPrefix(4, "big"), read_size=BUF)
 
 
@@ -170,7 +169,8 @@ def asyncio_streams(kind: str) -> Callable[..., dict[str, Any]]:
             server.close()
             return totals
 
-        return _result(*run_loop(kind, main), p)
+        frames, nbytes = run_loop(kind, main)
+        return _result(frames, nbytes, p)
 
     return run
 

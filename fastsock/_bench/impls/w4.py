@@ -12,7 +12,7 @@ import socket
 import threading
 from typing import Any, Callable, Optional
 
-from .common import Meter, as_fastsock, loop_missing, missing_fastsock, missing_module, nodelay, run_loop
+from .common import Meter, as_fastsock, fastsock_api, loop_missing, missing_fastsock, missing_module, nodelay, run_loop
 
 READ_SIZE = 65536
 
@@ -34,7 +34,7 @@ def selector_echo(make_selector: Callable[[], selectors.BaseSelector], wrap: Cal
 
         while True:
             for key, mask in sel.select():
-                sock = key.fileobj
+                sock: Any = key.fileobj
                 if key.data is None:  # the listener
                     while True:
                         try:
@@ -85,9 +85,7 @@ def selector_echo(make_selector: Callable[[], selectors.BaseSelector], wrap: Cal
 
 
 def _fastsock_selector() -> selectors.BaseSelector:
-    import fastsock
-
-    return fastsock.Selector()  # type: ignore[no-any-return]
+    return fastsock_api().Selector()  # type: ignore[no-any-return]
 
 
 def threaded(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
@@ -147,8 +145,8 @@ def asyncio_streams(kind: str) -> Callable[..., Any]:
 
 
 def gevent_server(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
-    import gevent.socket
-    from gevent.server import StreamServer
+    import gevent.socket  # type: ignore[import-untyped, unused-ignore]
+    from gevent.server import StreamServer  # type: ignore[import-untyped, unused-ignore]
 
     def handle(conn: Any, address: Any) -> None:
         nodelay(conn)
