@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workload", "-w", default=",".join(WORKLOADS), metavar="W1,W3",
                        help="comma-separated workloads (default: all)")
     bench.add_argument("--impl", "-i", default=None, metavar="NAME,...",
-                       help="comma-separated implementations (default: all available; see the list below)")
+                       help="comma-separated implementations (default: all available; see the list below); "
+                       "c and stdlib-best are always added, as every ratio needs them")
     bench.add_argument("--repeat", "-r", type=int, default=3, metavar="N",
                        help="repetitions per implementation; tables show the median and min-max (default 3)")
     bench.add_argument("--same-core", action="store_true",
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parse_bench(parser: argparse.ArgumentParser, args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from ._bench.runner import Options
-    from ._bench.spec import IMPLS, WORKLOADS
+    from ._bench.spec import BASELINE, IMPLS, REFERENCE, WORKLOADS
 
     bench_parser: argparse.ArgumentParser = parser._subparsers._group_actions[0].choices["bench"]  # type: ignore[union-attr,index]
     workloads = [w.upper() for w in _split(args.workload)]
@@ -72,6 +73,9 @@ def _parse_bench(parser: argparse.ArgumentParser, args: argparse.Namespace):  # 
             bench_parser.error(f"unknown implementation {', '.join(bad) or '(none)'}; choose from {', '.join(IMPLS)}")
         if not any(i in WORKLOADS[w].impls for w in workloads for i in impls):
             bench_parser.error("none of the chosen implementations runs in the chosen workloads")
+        for ref in (REFERENCE, BASELINE):  # every ratio needs them, so they are always measured
+            if ref not in impls:
+                impls.append(ref)
     if args.repeat < 1:
         bench_parser.error("--repeat must be at least 1")
     if not args.scale > 0:
@@ -157,6 +161,14 @@ def cmd_info(as_json: bool = False) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `fastsock` console script and of `python -m fastsock`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # e.g. `fastsock info | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "info":
