@@ -120,9 +120,11 @@ def cmd_bench(opts, argv: Sequence[str]) -> int:  # type: ignore[no-untyped-def]
             for note in plan.notes:
                 print(f"note: {note}", file=sys.stderr, flush=True)
             progress = Progress(sys.stderr, plan.estimates, opts.repeat)
+            procs.on_tick = progress.tick
             try:
                 execute(plan, opts, cref, progress.update)
             finally:
+                procs.on_tick = None
                 progress.finish()
         except KeyboardInterrupt:
             interrupted = True

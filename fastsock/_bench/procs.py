@@ -17,9 +17,16 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 _LIVE: set["Child"] = set()
+TICK = 0.5  # waits wake up this often to call `on_tick` (the progress display)
+on_tick: Optional[Callable[[], None]] = None
+
+
+def _tick() -> None:
+    if on_tick is not None:
+        on_tick()
 _PR_SET_PDEATHSIG = 1
 
 
@@ -72,9 +79,10 @@ class Child:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            ready, _, _ = select.select([fd], [], [], left)
+            ready, _, _ = select.select([fd], [], [], min(left, TICK))
+            _tick()
             if not ready:
-                return None
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 self._eof = True
@@ -99,10 +107,14 @@ class Child:
 
     def wait(self, deadline: float) -> Optional[int]:
         """The exit status, or None if the child is still running at `deadline`."""
-        try:
-            return self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            return None
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.proc.wait(timeout=max(0.0, min(left, TICK)))
+            except subprocess.TimeoutExpired:
+                _tick()
+                if left <= TICK:
+                    return None
 
     def running(self) -> bool:
         return self.proc.poll() is None
