@@ -10,10 +10,13 @@ import socket as _stdsocket
 import sys
 from collections.abc import Iterable
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import IncompleteReadError
 from .._socketbase import EAGER_ALLOC_LIMIT, SocketBase, factories_for
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = [
     "socket",
@@ -91,7 +94,7 @@ def _check_open(sock: _stdsocket.socket) -> None:
         raise OSError(errno.EBADF, os.strerror(errno.EBADF))
 
 
-def _attach(exc: BaseException, name: str, count: int) -> None:
+def _attach(exc: BaseException, name: str, count: object) -> None:
     try:
         setattr(exc, name, count)
     except AttributeError:  # an exception type without __dict__: nothing to attach to
@@ -119,7 +122,7 @@ class socket(SocketBase):
 
     __slots__ = ()
 
-    def sendall(self, data: Any, flags: int = 0) -> None:
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
         """Send every byte of `data` (any C-contiguous buffer); the timeout is a deadline for
         the whole call. On failure the exception's `.bytes_sent` says how much went out."""
         view = _readable_view(data)
@@ -140,7 +143,7 @@ class socket(SocketBase):
         finally:
             clock.restore()
 
-    def sendall_many(self, buffers: Iterable[Any], flags: int = 0) -> int:
+    def sendall_many(self, buffers: Iterable[ReadableBuffer], flags: int = 0) -> int:
         """Send every buffer of `buffers` in order with gather writes (sendmsg), never joining
         them; returns the byte count. On failure `.bytes_sent` says how much went out."""
         if isinstance(buffers, (bytes, bytearray, memoryview, str)):
@@ -192,7 +195,7 @@ class socket(SocketBase):
             got += n
         return True
 
-    def recv_into_exactly(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into_exactly(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         """Fill `buffer` (or its first `nbytes`) completely; returns the count. Allocates nothing.
         EOF first raises IncompleteReadError; other failures carry `.bytes_received`."""
         view = _writable_view(buffer, "recv_into_exactly")
