@@ -11,17 +11,21 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+import fastsock
 from fastsock import cli
 from fastsock._bench import creference, report
 from fastsock._bench.spec import IMPLS, WORKLOADS
 
-ROOT = Path(__file__).resolve().parents[1]
+# Children import the fastsock under test (installed or in-place), never a source tree in the cwd.
+ROOT = Path(fastsock.__file__).resolve().parents[1]
+CWD = tempfile.gettempdir()
 TAG_ENV = "FASTSOCK_BENCH_TEST_TAG"
 
 
@@ -56,13 +60,13 @@ def tagged_pids(tag: str) -> list[int]:
 
 def run_bench(args: list[str], tag: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fastsock", "bench", *args], env=_env(tag, **env),
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+                          capture_output=True, text=True, timeout=timeout, cwd=CWD)
 
 
 def probe(pure: bool) -> dict[str, dict[str, str | None]]:
     env = _env("probe", **({"FASTSOCK_PURE": "1"} if pure else {}))
     out = subprocess.run([sys.executable, "-m", "fastsock._bench.server", "probe"], env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
+                         capture_output=True, text=True, timeout=60, check=True, cwd=CWD)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
@@ -119,7 +123,7 @@ def test_every_workload_lists_known_implementations_with_c_and_stdlib_best() -> 
 
 
 def test_info_prints_backend_poller_and_features() -> None:
-    out = subprocess.run([sys.executable, "-m", "fastsock", "info"], env=_env("info"), capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "fastsock", "info"], env=_env("info"), capture_output=True, cwd=CWD,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for word in ("backend:", "poller:", "epoll", "MSG_WAITALL", "sendmmsg", "SO_REUSEPORT", "TCP_NOTSENT_LOWAT"):
@@ -243,7 +247,7 @@ def test_ctrl_c_stops_every_child(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     proc = subprocess.Popen([sys.executable, "-m", "fastsock", "bench", "-w", "W4", "-i", "stdlib-best,threaded",
                              "--repeat", "3"], env=_env(tag), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                            text=True, cwd=CWD)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(tagged_pids(tag)) < 3:  # runner + server + client
@@ -267,7 +271,7 @@ def test_sigterm_also_stops_every_child() -> None:
     tag = uuid.uuid4().hex
     proc = subprocess.Popen([sys.executable, "-m", "fastsock", "bench", "-w", "W4", "-i", "stdlib-best",
                              "--repeat", "3"], env=_env(tag), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                            text=True, cwd=CWD)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(tagged_pids(tag)) < 3:
