@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from .runner import Plan
@@ -25,6 +26,9 @@ def plot(plan: Plan, summary: dict[str, Any], path: str, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    from .report import fmt_value
 
     panels = []
     for case in plan.cases:
@@ -35,7 +39,10 @@ def plot(plan: Plan, summary: dict[str, Any], path: str, title: str) -> None:
         raise ValueError("nothing to plot: no implementation produced figures")
     cols = 2 if len(panels) > 1 else 1
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 0.45 * 12 * rows + 1), squeeze=False)
+    lines = textwrap.wrap(title, width=75 * cols)
+    title_in = 0.18 * len(lines) + 0.25  # inches kept for the title
+    height = 5.0 * rows + title_in
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, height), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (case, point, table) in zip(axes.flat, panels):
@@ -53,7 +60,8 @@ def plot(plan: Plan, summary: dict[str, Any], path: str, title: str) -> None:
         ax.set_title(f"{case.title}{where}", fontsize=9)
         ax.set_xlabel(f"{wl.metric} (median, bars: min-max)", fontsize=8)
         ax.tick_params(labelsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos, u=wl.metric: fmt_value(x, u) if x else "0"))
+    fig.suptitle("\n".join(lines), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - title_in / height))
     fig.savefig(path, dpi=110)
     plt.close(fig)
