@@ -166,31 +166,43 @@ def markdown_table(head: list[str], body: Body) -> str:
     return "\n".join(out)
 
 
-def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
-    """One paragraph with the ratios that matter."""
-    parts = []
+def _headline(plan: Plan, summary: dict[str, Any]) -> list[tuple[str, dict[str, dict[str, Any]], Case]]:
+    """(name, table, case) per case, W4 at its largest connection count."""
+    out = []
     for case in plan.cases:
         table = summary[case.key]
         point = max((p for p in table if p is not None), default=None)
-        t = table.get(point, {})
-        where = f" at {point} connections" if point is not None else ""
-        name = case.key.replace("-same-core", " (same core)")
-        fs = t.get("fastsock")
-        best = t.get(BASELINE)
-        if fs:
-            bits = []
-            if fs.get("vs_stdlib_best"):
-                bits.append(f"{fs['vs_stdlib_best']:.2f}x stdlib best")
-            if fs.get("vs_c"):
-                bits.append(f"{fs['vs_c']:.0%} of C")
-            parts.append(f"{name}{where}: fastsock (C backend) " + (", ".join(bits) or "measured"))
-        elif best and best.get("vs_c"):
-            parts.append(f"{name}{where}: fastsock not available; stdlib best is {best['vs_c']:.0%} of C")
-        fastest = max(((k, v) for k, v in t.items() if k != REFERENCE), key=lambda kv: kv[1]["median"], default=None)
-        if fastest and fastest[1].get("vs_c") is not None:
-            parts[-1:] = [(parts[-1] + "; " if parts and parts[-1].startswith(name) else f"{name}{where}: ")
-                          + f"fastest Python stack {label(case.workload, fastest[0])} at {fastest[1]['vs_c']:.0%} of C"]
-    text = ". ".join(parts) + "." if parts else "No figures were measured."
+        name = case.key.replace("-same-core", " same-core") + (f" ({point} conns)" if point is not None else "")
+        out.append((name, table.get(point, {}), case))
+    return out
+
+
+def _vs(s: dict[str, Any]) -> str:
+    bits = []
+    if s.get("vs_stdlib_best") is not None:
+        bits.append(f"{s['vs_stdlib_best']:.2f}x stdlib best")
+    if s.get("vs_c") is not None:
+        bits.append(f"{s['vs_c']:.0%} of C")
+    return ", ".join(bits) or "no ratio"
+
+
+def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
+    """One paragraph with the ratios that matter."""
+    heads = _headline(plan, summary)
+    sentences = []
+    for impl, who in (("fastsock", "fastsock (C backend)"), ("fastsock-pure", "The pure-Python backend")):
+        parts = [f"{name} {_vs(t[impl])}" for name, t, _ in heads if impl in t]
+        if parts:
+            sentences.append(f"{who}: " + "; ".join(parts))
+    fastest = []
+    for name, t, case in heads:
+        others = [(k, v) for k, v in t.items() if k != REFERENCE]
+        if others:
+            k, v = max(others, key=lambda kv: kv[1]["median"])
+            fastest.append(f"{name} {label(case.workload, k)}" + (f" ({v['vs_c']:.0%} of C)" if v.get("vs_c") else ""))
+    if fastest:
+        sentences.append("Fastest implementation (C reference aside): " + "; ".join(fastest))
+    text = ". ".join(sentences) + "." if sentences else "No figures were measured."
     busy = []
     for ck, per_point in summary.items():
         for point, table in per_point.items():
@@ -199,12 +211,18 @@ def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
                     busy.append(f"{ck} {impl}" + (f"@{point}" if point else ""))
     if busy:
         text += (" The load generator used >= 90% of its core in " + ", ".join(busy[:6])
-                 + (" ..." if len(busy) > 6 else "") + ": there the client, not the server, may be the limit.")
+                 + (" ..." if len(busy) > 6 else "") + ": there the client, not the server, was the limit"
+                 " (for the C rows: C's figure is a lower bound).")
     else:
-        text += " The load generator stayed below 90% of its core in every run, so it was not the limit (when the server is not near 100% either, the kernel or wake-ups are)."
-    skipped = sorted({f"{r.impl} ({r.reason})" for r in plan.rows.values() if r.status in ("unavailable", "skipped")})
-    if skipped:
-        text += " Not measured: " + "; ".join(skipped) + "."
+        text += (" The load generator stayed below 90% of its core in every run, so it was not the limit"
+                 " (when the server is not near 100% either, the kernel or wake-ups are).")
+    reasons: dict[str, list[str]] = {}
+    for r in plan.rows.values():
+        if r.status in ("unavailable", "skipped", "failed") and r.reason not in reasons.setdefault(r.impl, []):
+            reasons[r.impl].append(f"{r.status}: {r.reason}" if r.status == "failed" else r.reason)
+    missing = [f"{impl} ({' / '.join(rs)})" for impl, rs in reasons.items() if rs]
+    if missing:
+        text += " Not measured: " + "; ".join(missing) + "."
     return text
 
 

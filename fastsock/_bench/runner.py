@@ -243,9 +243,13 @@ def run_once(case: Case, impl: str, p: dict[str, Any], cref: creference.CReferen
                 raise RunFailed(f"totals do not match: server {sres}, client {cres}")
         return measurements(case, sres, cres)
     finally:
-        for child in (client, server):
-            if child is not None:
-                child.terminate(grace=0.5) if child is server and case.workload == "W4" else child.kill()
+        if client is not None:
+            client.kill()
+        if server is not None:
+            if case.workload == "W4":  # W4 servers serve until stopped
+                server.terminate(grace=0.5)
+            else:
+                server.kill()
 
 
 def placement_cores(placement: str) -> tuple[Optional[int], Optional[int]]:

@@ -44,7 +44,7 @@ def missing_fastsock(*names: str, socket_methods: tuple[str, ...] = ()) -> Optio
     sock_cls = getattr(fastsock, "socket", None)
     absent += [f"socket.{m}" for m in socket_methods if not hasattr(sock_cls, m)]
     if absent:
-        return f"fastsock {fastsock.BACKEND} backend lacks {', '.join(absent)} (not merged yet)"
+        return f"fastsock {fastsock.BACKEND} backend lacks {', '.join(absent)} (not in this fastsock build)"
     return None
 
 
