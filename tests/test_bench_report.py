@@ -1,0 +1,86 @@
+"""The runner's report: medians, min-max, ratios to stdlib best and to C, tables, progress lines."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Optional
+
+from fastsock._bench import report
+from fastsock._bench.progress import Progress
+from fastsock._bench.runner import Case, Plan, Row, params_for, Options
+from fastsock._bench.spec import WORKLOADS
+
+
+def _m(value: float, point: Optional[int] = None, cpu_per_op: float = 1e-6) -> dict[str, Any]:
+    return {"point": point, "ops": 1000, "seconds": 1.0, "value": value, "server_cpu": 0.5, "client_cpu": 0.2,
+            "server_cpu_per_op": cpu_per_op, "server_cpu_pct": 50.0, "client_cpu_pct": 20.0,
+            "p50_us": 10.0, "p99_us": 20.0}
+
+
+def _plan(workload: str, values: dict[str, list[float]], point: Optional[int] = None) -> Plan:
+    case = Case(workload, "split")
+    rows = {}
+    for impl, vals in values.items():
+        row = Row(case.key, impl, status="ok")
+        row.runs = [{"repeat": i, "measurements": [_m(v, point)]} for i, v in enumerate(vals)]
+        rows[(case.key, impl)] = row
+    gone = Row(case.key, "uvloop-streams", status="unavailable", reason="uvloop not installed")
+    rows[(case.key, "uvloop-streams")] = gone
+    return Plan([case], {case.key: {}}, rows, [], [], [], True)
+
+
+def test_medians_ranges_and_ratios() -> None:
+    plan = _plan("W2", {"c": [100.0, 120.0, 110.0], "stdlib-best": [50.0, 60.0, 55.0], "fastsock": [80.0, 90.0, 88.0]})
+    table = report.summarize(plan)["W2"][None]
+    assert table["c"]["median"] == 110.0 and table["c"]["min"] == 100.0 and table["c"]["max"] == 120.0
+    assert table["fastsock"]["vs_c"] == 88.0 / 110.0
+    assert table["fastsock"]["vs_stdlib_best"] == 88.0 / 55.0
+    assert table["stdlib-best"]["vs_stdlib_best"] == 1.0
+    assert table["fastsock"]["server_cpu_per_op"] == 1.0  # µs per round trip
+    assert "uvloop-streams" not in table
+
+
+def test_ratios_absent_without_the_references() -> None:
+    table = report.summarize(_plan("W3", {"fastsock": [1e6]}))["W3"][None]
+    assert table["fastsock"]["vs_c"] is None and table["fastsock"]["vs_stdlib_best"] is None
+
+
+def test_text_and_markdown_tables_show_rows_and_statuses() -> None:
+    plan = _plan("W1", {"c": [2.0], "stdlib-best": [1.0], "fastsock": [1.5]})
+    machine = {"date": "today", "cpu": "cpu", "cores": 2, "usable_cores": 2, "kernel": "Linux", "python": "CPython",
+               "compiler": None, "libraries": {"fastsock": "0.1.0"}}
+    text = report.render_text(plan, machine, "fastsock bench")
+    assert "W1 bulk" in text and "fastsock (C backend)" in text and "1.50x" in text and "75%" in text
+    assert "unavailable: uvloop not installed" in text
+    md = report.render_markdown(plan, machine, "fastsock bench")
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len({ln.count("|") for ln in lines}) == 1  # every row has the header's columns
+
+
+def test_w4_rows_per_connection_count() -> None:
+    plan = _plan("W4", {"c": [10.0], "stdlib-best": [5.0]}, point=100)
+    head, body = report.table_rows(plan, report.summarize(plan), plan.cases[0])
+    assert head[0] == "conns"
+    assert [cells[0] for cells in body if isinstance(cells, list)] == ["100", "100"]
+
+
+def test_quick_counts_follow_workloads_md_and_scale_shrinks_them() -> None:
+    quick = params_for(WORKLOADS["W1"], Options(["W1"], quick=True))
+    assert quick["bytes"] == 256 * 1024 * 1024
+    assert params_for(WORKLOADS["W3"], Options(["W3"], quick=True))["frames"] == 200_000
+    full = params_for(WORKLOADS["W2"], Options(["W2"]))
+    assert (full["round_trips"], full["warmup"], full["payload"]) == (50_000, 1_000, 64)
+    tiny = params_for(WORKLOADS["W1"], Options(["W1"], quick=True, scale=0.0001))
+    assert tiny["bytes"] % (256 * 1024) == 0 and tiny["bytes"] >= 256 * 1024
+
+
+def test_progress_writes_plain_lines_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    p = Progress(out, [1.0, 1.0], repeat=2)
+    case = Case("W2", "same")
+    p.update(0, (case, "stdlib-best", 0), "start")
+    p.update(0, (case, "stdlib-best", 0), "done")
+    p.tick()
+    p.finish()
+    assert out.getvalue().count("\n") == 1
+    assert "[1/2] W2 same-core stdlib best #1/2" in out.getvalue() and "left" in out.getvalue()
