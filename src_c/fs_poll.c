@@ -272,6 +272,8 @@ int fs_poll_mod(fs_poller *p, int fd, uint32_t events, unsigned flags)
     }
 #endif
     if (p->method == FS_POLL_POLL) {
+        if (fcntl(fd, F_GETFD) < 0) /* closed since registered: fail like epoll_ctl */
+            return -errno;
         struct pollfd *pf = (struct pollfd *)p->pfds + s->pos;
         pf->fd = fd; /* re-arms a disarmed oneshot */
         pf->events = to_poll_bits(events);
