@@ -144,9 +144,9 @@ class Poller:
         if self._ep is not None:
             self._ep.register(fd, self._epoll_bits(events, flags))
         else:
-            os.fstat(fd)  # poll()/select() would only complain later: refuse a closed fd now
             if self.method == "select" and fd >= _FD_SETSIZE:
                 raise ValueError(f"fd {fd} is too large for the select method (FD_SETSIZE {_FD_SETSIZE})")
+            os.fstat(fd)  # poll()/select() would only complain later: refuse a closed fd now
             if self._pl is not None:
                 self._pl.register(fd, _convert(events, _POLL_OUT))
         self._regs[fd] = (events, flags)
