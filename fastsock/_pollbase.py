@@ -87,6 +87,8 @@ def poller_timeout_ms(timeout: Optional[float]) -> int:
     else seconds rounded UP to the next millisecond, so the wait is never shorter than asked."""
     if timeout is None:
         return -1
+    if isinstance(timeout, (str, bytes, bytearray)):
+        raise TypeError(f"timeout must be a number or None, not {type(timeout).__name__}")
     t = float(timeout)
     if t != t:
         raise ValueError("timeout must not be NaN")

@@ -573,3 +573,12 @@ def test_c_unit(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.strip().endswith("OK")
+
+
+def test_argument_types(poller, impl):
+    with pytest.raises(TypeError):
+        poller.poll("1")
+    with pytest.raises(TypeError):
+        poller.poll(0, max_events=2.5)
+    assert poller.poll(0, max_events=3) == []
+    assert poller.poll(0.0) == [] and poller.poll(0) == []

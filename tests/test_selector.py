@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import errno
+import gc
+import os
 import resource
 import selectors
 import socket
 import threading
+import weakref
 
 import pytest
 
@@ -265,3 +268,34 @@ def test_modify_from_another_thread(sel):
     finally:
         for s in (a, b, wake_r, wake_w):
             s.close()
+
+
+def test_unclosed_selector_in_a_cycle_is_collected(impl, method):
+    """Key data that refers back to the selector (as asyncio's handles do, through the
+    loop) must not keep an unclosed selector, and its epoll descriptor, alive forever."""
+    a, b = socket.socketpair()
+    try:
+        s = impl.Selector(method=method)
+        s.register(a, EVENT_READ, data=[s])
+        b.send(b"x")
+        assert len(s.select(0)) == 1  # also fills select()'s cached (key, events) pair
+        ref = weakref.ref(s)
+        del s
+        gc.collect()
+        assert ref() is None
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_no_descriptor_leak(impl, method):
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(100):
+        s = impl.Selector(method=method)
+        del s
+    for _ in range(100):
+        with impl.Selector(method=method):
+            pass
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before

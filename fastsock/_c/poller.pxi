@@ -9,6 +9,7 @@ from libc.string cimport memset
 from libc.errno cimport EEXIST, ENOENT, EINVAL, ENOSYS
 from libc.stdint cimport uint32_t, int64_t
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.number cimport PyNumber_Index
 
 from fastsock._c.includes.fs_poll cimport (
     FS_POLL_READ, FS_POLL_WRITE, FS_POLL_ERROR, FS_POLL_HANGUP, FS_POLL_ALL,
@@ -29,6 +30,7 @@ cdef extern from "Python.h":
     object PyList_New(Py_ssize_t n)
     void PyList_SET_ITEM_STEAL "PyList_SET_ITEM"(object lst, Py_ssize_t i, PyObject *o)
     int PyList_SetSlice(object lst, Py_ssize_t lo, Py_ssize_t hi, PyObject *itemlist) except -1
+    PyObject *PyList_GET_ITEM_BORROW "PyList_GET_ITEM"(object lst, Py_ssize_t i)
 
 POLLER_ALL = ["Poller", "Selector", "READ", "WRITE", "ERROR", "HANGUP", "POLL_METHODS"]
 
@@ -53,12 +55,6 @@ cdef tuple _EV = (0, 1, 2, 3)
 cdef struct _TupleCache:
     PyObject *tup  # (fd, mask), strong reference
     uint32_t mask
-
-
-cdef struct _KeySlot:
-    PyObject *key       # the SelectorKey, strong reference (NULL: not registered)
-    PyObject *ready[3]  # cached (key, events) for events 1..3, strong references
-    int events          # key.events
 
 
 cdef object _os_error(int err):
@@ -308,6 +304,7 @@ cdef class Poller:
         cdef uint32_t mask
         cdef _TupleCache *c
         if max_events is not None:
+            max_events = PyNumber_Index(max_events)
             if max_events <= 0:
                 raise ValueError("max_events must be positive")
             cap = max_events
@@ -364,11 +361,17 @@ cdef class _SelectorCore:
     cdef Poller _poller
     cdef dict _fd_to_key
     cdef object _map
-    cdef _KeySlot *_slots
+    # fd-indexed tables for select(). Python lists, so the cycle collector sees the keys
+    # (asyncio's key data reaches back to the loop and this selector).
+    cdef list _keys   # fd -> SelectorKey or None
+    cdef list _pairs  # 3 * fd + events - 1 -> cached (key, events) tuple or None
+    cdef int *_events  # fd -> key.events (0: not registered)
     cdef Py_ssize_t _nslots
 
     def __cinit__(self, *args, **kwargs):
-        self._slots = NULL
+        self._keys = []
+        self._pairs = []
+        self._events = NULL
         self._nslots = 0
         self._fd_to_key = {}
         self._map = None
@@ -378,50 +381,31 @@ cdef class _SelectorCore:
         self._map = _pb.SelectorMapping(self._fd_to_key, _functools.partial(_pb.fileobj_lookup, self._fd_to_key))
 
     def __dealloc__(self):
-        self._clear_slots()
-
-    cdef void _clear_slot(self, _KeySlot *s):
-        cdef PyObject *key = s.key
-        cdef PyObject *r0 = s.ready[0]
-        cdef PyObject *r1 = s.ready[1]
-        cdef PyObject *r2 = s.ready[2]
-        memset(s, 0, sizeof(_KeySlot))  # clear first: the DECREFs may run arbitrary code
-        Py_XDECREF(r0)
-        Py_XDECREF(r1)
-        Py_XDECREF(r2)
-        Py_XDECREF(key)
+        PyMem_Free(self._events)
 
     cdef void _clear_slots(self):
-        cdef Py_ssize_t i
-        cdef _KeySlot *s = self._slots
-        cdef Py_ssize_t n = self._nslots
-        self._slots = NULL
         self._nslots = 0
-        for i in range(n):
-            Py_XDECREF(s[i].ready[0])
-            Py_XDECREF(s[i].ready[1])
-            Py_XDECREF(s[i].ready[2])
-            Py_XDECREF(s[i].key)
-        PyMem_Free(s)
+        self._keys = []
+        self._pairs = []
 
     cdef int _set_slot(self, int fd, object key, int events) except -1:
         cdef Py_ssize_t n
-        cdef _KeySlot *s
+        cdef int *e
         if fd >= self._nslots:
             n = self._nslots if self._nslots else 64
             while n <= fd:
                 n *= 2
-            s = <_KeySlot *>PyMem_Realloc(self._slots, n * sizeof(_KeySlot))
-            if s == NULL:
+            e = <int *>PyMem_Realloc(self._events, n * sizeof(int))
+            if e == NULL:
                 raise MemoryError()
-            memset(s + self._nslots, 0, (n - self._nslots) * sizeof(_KeySlot))
-            self._slots = s
+            memset(e + self._nslots, 0, (n - self._nslots) * sizeof(int))
+            self._events = e
+            self._keys.extend([None] * (n - len(self._keys)))
+            self._pairs.extend([None] * (3 * n - len(self._pairs)))
             self._nslots = n
-        self._clear_slot(&self._slots[fd])
-        s = &self._slots[fd]
-        Py_INCREF(key)
-        s.key = <PyObject *>key
-        s.events = events
+        self._keys[fd] = key
+        self._pairs[3 * fd] = self._pairs[3 * fd + 1] = self._pairs[3 * fd + 2] = None
+        self._events[fd] = events if key is not None else 0
         return 0
 
     cdef inline int _lookup(self, object fileobj) except -1:
@@ -441,7 +425,7 @@ cdef class _SelectorCore:
         self._fd_to_key.pop(fd, None)
         fs_poll_del(&self._poller._p, fd)
         if fd < self._nslots:
-            self._clear_slot(&self._slots[fd])
+            self._set_slot(fd, None, 0)
         return 0
 
     def register(self, fileobj, events, data=None):
@@ -515,8 +499,9 @@ cdef class _SelectorCore:
         cdef fs_poll_wait *w
         cdef int i, j, n, fd, ev
         cdef uint32_t mask
-        cdef _KeySlot *s
+        cdef PyObject *k
         cdef PyObject *t
+        cdef PyObject *none = <PyObject *>None
         if poller is None or poller._p.closed:
             raise _pb.closed_error("selector")
         w = poller._lend(&spare)
@@ -526,27 +511,24 @@ cdef class _SelectorCore:
             j = 0
             for i in range(n):
                 fd = w.events[i].fd
-                if fd >= self._nslots or self._slots[fd].key == NULL:
+                if fd >= self._nslots:  # (re-read each time: building a tuple may run code)
                     continue
-                s = &self._slots[fd]
-                mask = w.events[i].events
-                # as selectors.EpollSelector: errors and hang-ups wake readers and writers
-                ev = 0
-                if mask & (FS_POLL_READ | FS_POLL_ERROR | FS_POLL_HANGUP):
-                    ev = 1
-                if mask & (FS_POLL_WRITE | FS_POLL_ERROR | FS_POLL_HANGUP):
-                    ev |= 2
-                ev &= s.events
+                ev = self._events[fd]
                 if ev == 0:
                     continue
-                t = s.ready[ev - 1]
-                if t == NULL:
-                    # (key, events) is immutable: build it once per key and event value
-                    key = <object>s.key
-                    pair = (key, _EV[ev])
-                    if fd < self._nslots and self._slots[fd].key == <PyObject *>key and self._slots[fd].ready[ev - 1] == NULL:
-                        Py_INCREF(pair)
-                        self._slots[fd].ready[ev - 1] = <PyObject *>pair
+                mask = w.events[i].events
+                # as selectors.EpollSelector: errors and hang-ups wake readers and writers
+                if not mask & (FS_POLL_ERROR | FS_POLL_HANGUP):
+                    ev &= (1 if mask & FS_POLL_READ else 0) | (2 if mask & FS_POLL_WRITE else 0)
+                    if ev == 0:
+                        continue
+                t = PyList_GET_ITEM_BORROW(self._pairs, 3 * fd + ev - 1)
+                if t == none:
+                    # (key, events) is immutable: build it once per key and events value
+                    k = PyList_GET_ITEM_BORROW(self._keys, fd)
+                    pair = (<object>k, _EV[ev])
+                    if fd < self._nslots and PyList_GET_ITEM_BORROW(self._keys, fd) == k:
+                        self._pairs[3 * fd + ev - 1] = pair
                     t = <PyObject *>pair
                 Py_INCREF(<object>t)
                 PyList_SET_ITEM_STEAL(result, j, t)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import math
+import operator
 import os
 import select
 import selectors
@@ -204,9 +205,9 @@ class Poller:
         ms = _pb.poller_timeout_ms(timeout)
         cap = 0
         if max_events is not None:
-            if max_events <= 0:
+            cap = operator.index(max_events)
+            if cap <= 0:
                 raise ValueError("max_events must be positive")
-            cap = int(max_events)
         self._check_open()
         return self._poll_ms(ms, cap)
 
