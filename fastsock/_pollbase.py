@@ -61,7 +61,7 @@ def fileobj_lookup(fd_to_key: Mapping[int, selectors.SelectorKey], fileobj: Any)
     except ValueError:
         for key in fd_to_key.values():
             if key.fileobj is fileobj:
-                return key.fd  # type: ignore[no-any-return]
+                return key.fd
         raise
 
 

@@ -268,7 +268,7 @@ class Poller:
             for fd, (events, _) in self._regs.items():
                 if fd not in self._disarmed:
                     pl.register(fd, _convert(events, _POLL_OUT))
-            return pl.poll(ms if ms >= 0 else None)  # type: ignore[no-any-return]
+            return pl.poll(ms if ms >= 0 else None)
         self._busy = True
         try:
             return pl.poll(ms if ms >= 0 else None)  # type: ignore[no-any-return]
@@ -439,7 +439,7 @@ class Selector(selectors.BaseSelector):
             raise KeyError(f"{fileobj!r} is not registered")
         return key
 
-    def get_map(self) -> Optional[_pb.SelectorMapping]:
+    def get_map(self) -> Optional[_pb.SelectorMapping]:  # type: ignore[override]  # None once closed, as selectors
         """A read-only mapping of file objects to keys (None once closed)."""
         return self._map
 
