@@ -30,7 +30,7 @@ class SocketBase(_stdsocket.socket):
 
     def accept(self) -> tuple[SocketBase, Any]:
         """Accept a connection; returns (fastsock socket, address) like `socket.accept`."""
-        fd, addr = self._accept()  # type: ignore[attr-defined]
+        fd, addr = self._accept()  # type: ignore[attr-defined]  # _socket's private accept
         sock = type(self)(self.family, self.type, self.proto, fileno=fd)
         # Same rule as the stdlib: a listener with a timeout yields blocking sockets
         # unless a default timeout is set.
@@ -47,8 +47,8 @@ def adopt(cls: type[S], sock: _stdsocket.socket) -> S:
 
     Nothing is closed or duplicated. A socket that already is a `cls` is returned as is.
     """
-    if type(sock) is cls:
-        return sock  # type: ignore[return-value]
+    if isinstance(sock, cls) and type(sock) is cls:
+        return sock
     if not isinstance(sock, _stdsocket.socket):
         raise TypeError(f"wrap() argument must be a socket.socket, not {type(sock).__name__}")
     ssl = sys.modules.get("ssl")

@@ -61,6 +61,10 @@ int fs_send_all(int fd, const char *buf, size_t len, int flags, int64_t deadline
         ssize_t n = send(fd, buf + *sent, len - *sent, flags);
         if (n >= 0) {
             *sent += (size_t)n;
+            /* A blocking send only stops short when a signal arrived: let the caller run
+             * the handlers before blocking again. */
+            if (deadline_ns == FS_BLOCK && *sent < len)
+                return -EINTR;
             continue;
         }
         int err = errno;
@@ -71,6 +75,15 @@ int fs_send_all(int fd, const char *buf, size_t len, int flags, int64_t deadline
             return r;
     }
     return 0;
+}
+
+/* Bytes in iov[idx..idx+cnt) less the `skip` already sent from the first entry. */
+static size_t total_from(const struct iovec *iov, size_t idx, size_t cnt, size_t skip)
+{
+    size_t total = 0;
+    for (size_t i = idx; i < idx + cnt; i++)
+        total += iov[i].iov_len;
+    return total - skip;
 }
 
 int fs_sendv_all(int fd, struct iovec *iov, size_t iovcnt, int flags, int64_t deadline_ns, size_t *sent)
@@ -105,6 +118,8 @@ int fs_sendv_all(int fd, struct iovec *iov, size_t iovcnt, int flags, int64_t de
             continue;
         }
         *sent += (size_t)n;
+        if (deadline_ns == FS_BLOCK && (size_t)n < total_from(iov, idx, cnt, skip))
+            return -EINTR; /* a blocking sendmsg stops short only for a signal */
         /* Advance idx/skip past the n bytes just sent. */
         size_t left = (size_t)n + skip;
         while (idx < iovcnt && left >= iov[idx].iov_len) {
@@ -165,6 +180,10 @@ int fs_recv_exact(int fd, char *buf, size_t len, int flags, int64_t deadline_ns,
         ssize_t n = recv(fd, buf + *got, want, first_flags);
         if (n > 0) {
             *got += (size_t)n;
+            /* MSG_WAITALL only stops short for a signal, EOF or an error: let the caller
+             * run signal handlers; the next call reports EOF or the error. */
+            if ((first_flags & MSG_WAITALL) && *got < len)
+                return lowat_restore(fd, &lw, -EINTR);
             continue;
         }
         if (n == 0)

@@ -7,6 +7,10 @@
  * Deadlines are CLOCK_MONOTONIC nanoseconds, or one of:
  *   FS_BLOCK     wait as long as it takes (a socket with timeout None)
  *   FS_NONBLOCK  never wait (a socket with timeout 0): would-block returns -EAGAIN
+ *
+ * -EINTR means "run signal handlers, then call again": it is also returned when a blocking
+ * call stops short after moving some bytes (which only a signal, EOF or an error does), so
+ * a handler never waits behind a call that blocks again.
  */
 #ifndef FS_IO_H
 #define FS_IO_H

@@ -33,6 +33,11 @@ cdef object io_error(int code):
     return OSError(-code, strerror(-code).decode("utf-8", "replace"))
 
 
+cdef int raise_ebadf() except -1:
+    """A closed socket (fileno() == -1): the stdlib's OSError(EBADF)."""
+    raise OSError(EBADF, strerror(EBADF).decode("utf-8", "replace"))
+
+
 cdef inline int after_eintr() except -1:
     """Run Python signal handlers (may raise, e.g. KeyboardInterrupt); the caller then retries."""
     return PyErr_CheckSignals()

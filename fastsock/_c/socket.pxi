@@ -116,6 +116,8 @@ class socket(_SocketBase):
         try:
             deadline = deadline_of(self)
             fd = self.fileno()
+            if fd < 0:
+                raise_ebadf()
             while True:
                 with nogil:
                     rc = fs_send_all(fd, <const char *>view.buf, <size_t>view.len, cflags, deadline, &sent)
@@ -166,8 +168,8 @@ class socket(_SocketBase):
                 total += <size_t>views[i].len
             deadline = deadline_of(self)
             fd = self.fileno()
-            if total == 0 and fd < 0:
-                raise OSError(EBADF, strerror(EBADF).decode())
+            if fd < 0:
+                raise_ebadf()
             while True:
                 with nogil:
                     rc = fs_sendv_all(fd, iov, <size_t>count, cflags, deadline, &sent)
@@ -213,7 +215,7 @@ class socket(_SocketBase):
             deadline = deadline_of(self)
             if size == 0:
                 if self.fileno() < 0:
-                    raise OSError(EBADF, strerror(EBADF).decode())
+                    raise_ebadf()
                 return 0
             if _recv_exact_into(self, <char *>view.buf, <size_t>size, cflags, deadline,
                                 _use_lowat(self, size), &got):
@@ -238,7 +240,7 @@ class socket(_SocketBase):
         cdef bint lowat = _use_lowat(self, size)
         if size == 0:
             if self.fileno() < 0:
-                raise OSError(EBADF, strerror(EBADF).decode())
+                raise_ebadf()
             return b""
         if size <= EAGER_ALLOC_LIMIT:
             result = PyBytes_FromStringAndSize(NULL, size)

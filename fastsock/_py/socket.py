@@ -3,15 +3,20 @@ reports as `fastsock._c._speedups`, written on the standard library's socket cal
 
 from __future__ import annotations
 
+import errno
 import operator
+import os
 import socket as _stdsocket
 import sys
 from collections.abc import Iterable
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import IncompleteReadError
 from .._socketbase import EAGER_ALLOC_LIMIT, SocketBase, factories_for
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = [
     "socket",
@@ -83,11 +88,33 @@ class _Deadline:
             _stdsocket.socket.settimeout(self.sock, self.timeout)
 
 
-def _attach(exc: BaseException, name: str, count: int) -> None:
+def _check_open(sock: _stdsocket.socket) -> None:
+    """A closed socket (fileno() == -1): the stdlib's OSError(EBADF), before any work."""
+    if sock.fileno() < 0:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
+def _attach(exc: BaseException, name: str, count: object) -> None:
     try:
         setattr(exc, name, count)
     except AttributeError:  # an exception type without __dict__: nothing to attach to
         pass
+
+
+def _recorded(moved: list[int], fn: Any, *args: Any) -> int:
+    """Call fn(*args) and append its byte count to `moved`, both inside C (map + extend).
+
+    A signal handler that raises runs at the interpreter's next check after a call returns;
+    calling through map/extend means the count is already recorded by then, so an
+    exception raised by the handler can still report every byte that was moved."""
+    moved.extend(map(fn, *([arg] for arg in args)))
+    return moved[-1]
+
+
+def _report(exc: BaseException, name: str, count: int) -> None:
+    _attach(exc, name, count)
+    if isinstance(exc, BlockingIOError) and name == "bytes_sent":
+        exc.characters_written = count
 
 
 class socket(SocketBase):
@@ -95,29 +122,28 @@ class socket(SocketBase):
 
     __slots__ = ()
 
-    def sendall(self, data: Any, flags: int = 0) -> None:
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
         """Send every byte of `data` (any C-contiguous buffer); the timeout is a deadline for
         the whole call. On failure the exception's `.bytes_sent` says how much went out."""
         view = _readable_view(data)
         flags = operator.index(flags) | _MSG_NOSIGNAL
+        _check_open(self)
         total = len(view)
+        moved: list[int] = []
         sent = 0
         clock = _Deadline(self)
         try:
-            while True:  # at least one send, so a closed socket raises EBADF even for b""
+            while sent < total:
                 clock.arm()
-                sent += _stdsocket.socket.send(self, view[sent:], flags)
-                if sent >= total:
-                    return None
+                sent += _recorded(moved, _stdsocket.socket.send, self, view[sent:], flags)
+            return None
         except BaseException as exc:
-            _attach(exc, "bytes_sent", sent)
-            if isinstance(exc, BlockingIOError):
-                exc.characters_written = sent
+            _report(exc, "bytes_sent", sum(moved))
             raise
         finally:
             clock.restore()
 
-    def sendall_many(self, buffers: Iterable[Any], flags: int = 0) -> int:
+    def sendall_many(self, buffers: Iterable[ReadableBuffer], flags: int = 0) -> int:
         """Send every buffer of `buffers` in order with gather writes (sendmsg), never joining
         them; returns the byte count. On failure `.bytes_sent` says how much went out."""
         if isinstance(buffers, (bytes, bytearray, memoryview, str)):
@@ -130,22 +156,18 @@ class socket(SocketBase):
                 raise TypeError("sendall_many() argument must be an iterable of bytes-like objects") from None
             raise
         flags = operator.index(flags) | _MSG_NOSIGNAL
-        total = sum(len(v) for v in views)
+        _check_open(self)
+        views = [v for v in views if len(v)]
+        moved: list[int] = []
         sent = 0
         idx = 0  # first view not yet fully sent
         clock = _Deadline(self)
         try:
-            while True:
-                while idx < len(views) and len(views[idx]) == 0:
-                    idx += 1
-                if idx >= len(views):
-                    if total == 0 and sent == 0 and self.fileno() < 0:
-                        _stdsocket.socket.send(self, b"")  # closed socket: EBADF like sendall
-                    return sent
+            while idx < len(views):
                 clock.arm()
-                n = _stdsocket.socket.sendmsg(self, views[idx:idx + _IOV_MAX], (), flags)
+                n = _recorded(moved, _stdsocket.socket.sendmsg, self, views[idx:idx + _IOV_MAX], (), flags)
                 sent += n
-                while n > 0:  # drop what went out; the first partial view is sliced
+                while n > 0:  # drop what went out; a partly sent view is sliced
                     first = len(views[idx])
                     if n >= first:
                         n -= first
@@ -153,30 +175,27 @@ class socket(SocketBase):
                     else:
                         views[idx] = views[idx][n:]
                         n = 0
+            return sent
         except BaseException as exc:
-            _attach(exc, "bytes_sent", sent)
-            if isinstance(exc, BlockingIOError):
-                exc.characters_written = sent
+            _report(exc, "bytes_sent", sum(moved))
             raise
         finally:
             clock.restore()
 
-    def _fill(self, view: memoryview, progress: list[int], flags: int, clock: _Deadline) -> bool:
-        """recv into view[progress[0]:] until full; False on EOF. progress[0] stays current
-        even when an exception escapes, so the caller can report it."""
+    def _fill(self, view: memoryview, moved: list[int], got: int, flags: int, clock: _Deadline) -> bool:
+        """recv into view[got:] until full, recording each count in `moved`; False on EOF."""
         want = len(view)
         if clock.timeout is None:
             flags |= _MSG_WAITALL  # blocking: let the kernel gather the whole range
-        while progress[0] < want:
+        while got < want:
             clock.arm()
-            got = progress[0]
-            n = _stdsocket.socket.recv_into(self, view[got:], want - got, flags)
+            n = _recorded(moved, _stdsocket.socket.recv_into, self, view[got:], want - got, flags)
             if n == 0:
                 return False
-            progress[0] = got + n
+            got += n
         return True
 
-    def recv_into_exactly(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into_exactly(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         """Fill `buffer` (or its first `nbytes`) completely; returns the count. Allocates nothing.
         EOF first raises IncompleteReadError; other failures carry `.bytes_received`."""
         view = _writable_view(buffer, "recv_into_exactly")
@@ -187,20 +206,20 @@ class socket(SocketBase):
         elif size > len(view):
             raise ValueError("buffer too small for requested bytes")
         view = view[:size]
-        progress = [0]
+        _check_open(self)
+        if size == 0:
+            return 0
+        moved: list[int] = []
         clock = _Deadline(self)
         try:
-            if size == 0:
-                _stdsocket.socket.recv_into(self, view, 0, flags)  # EBADF on a closed socket
-                return 0
-            complete = self._fill(view, progress, flags, clock)
+            complete = self._fill(view, moved, 0, flags, clock)
         except BaseException as exc:
-            _attach(exc, "bytes_received", progress[0])
+            _attach(exc, "bytes_received", sum(moved))
             raise
         finally:
             clock.restore()
         if not complete:
-            raise IncompleteReadError(bytes(view[:progress[0]]), size)
+            raise IncompleteReadError(bytes(view[:sum(moved)]), size)
         return size
 
     def recv_exactly(self, n: int, flags: int = 0) -> bytes:
@@ -209,26 +228,27 @@ class socket(SocketBase):
         beyond 16 MiB is taken only as bytes arrive."""
         size = _size(n, "recv_exactly")
         flags = operator.index(flags)
+        _check_open(self)
+        if size == 0:
+            return b""
         buf = bytearray(min(size, EAGER_ALLOC_LIMIT))
-        progress = [0]
+        moved: list[int] = []
         clock = _Deadline(self)
         try:
-            if size == 0:
-                _stdsocket.socket.recv_into(self, buf, 0, flags)  # EBADF on a closed socket
-                return b""
             while True:
                 with memoryview(buf) as view:
-                    complete = self._fill(view, progress, flags, clock)
+                    complete = self._fill(view, moved, sum(moved), flags, clock)
                 if not complete:
-                    raise IncompleteReadError(bytes(buf[:progress[0]]), size)
-                if progress[0] == size:
+                    raise IncompleteReadError(bytes(buf[:sum(moved)]), size)
+                if len(buf) == size:
                     return bytes(buf)
                 buf.extend(bytes(min(size, 2 * len(buf)) - len(buf)))  # grow as data arrives
         except IncompleteReadError:
             raise
         except BaseException as exc:
-            _attach(exc, "bytes_received", progress[0])
-            _attach(exc, "partial", bytes(buf[:progress[0]]))
+            got = sum(moved)
+            _attach(exc, "bytes_received", got)
+            _attach(exc, "partial", bytes(buf[:got]))
             raise
         finally:
             clock.restore()

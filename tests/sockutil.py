@@ -1,0 +1,85 @@
+"""Helpers for socket tests: connected pairs of every transport, and bounded peer threads."""
+
+from __future__ import annotations
+
+import socket as stdsocket
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+TRANSPORTS = ["unix", "tcp4", "tcp6"]
+
+
+def has_ipv6_loopback() -> bool:
+    """True when ::1 can be bound on this host."""
+    if not stdsocket.has_ipv6:
+        return False
+    try:
+        with stdsocket.socket(stdsocket.AF_INET6, stdsocket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def make_pair(impl: ModuleType, transport: str) -> tuple[Any, Any]:
+    """A connected (a, b) pair of `impl.socket`s over AF_UNIX, TCP/IPv4 or TCP/IPv6 loopback."""
+    if transport == "unix":
+        return impl.socketpair()
+    host = "127.0.0.1" if transport == "tcp4" else "::1"
+    family = stdsocket.AF_INET if transport == "tcp4" else stdsocket.AF_INET6
+    with impl.create_server((host, 0), family=family) as server:
+        a = impl.create_connection(server.getsockname()[:2], timeout=10)
+        a.settimeout(None)
+        b, _ = server.accept()
+    b.settimeout(None)
+    return a, b
+
+
+def small_buffers(*socks: stdsocket.socket, size: int = 16384) -> None:
+    """Shrink kernel buffers so that large transfers are split into many partial writes
+    (TCP_NODELAY too, so tiny TCP windows do not stall on delayed ACKs)."""
+    for s in socks:
+        if s.family != stdsocket.AF_UNIX:
+            s.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
+        s.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_SNDBUF, size)
+        s.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF, size)
+
+
+class Peer(threading.Thread):
+    """Runs `fn()` in a daemon thread; join() re-raises its exception in the test."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+
+    def join(self, timeout: float | None = 30) -> Any:  # type: ignore[override]
+        super().join(timeout)
+        if self.is_alive():
+            raise AssertionError("peer thread did not finish in time")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def recv_all(sock: stdsocket.socket, n: int, chunk: int = 65536) -> bytes:
+    """Plain stdlib reader: exactly n bytes (or fewer at EOF)."""
+    parts = []
+    got = 0
+    while got < n:
+        data = stdsocket.socket.recv(sock, min(chunk, n - got))
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
