@@ -1,0 +1,33 @@
+"""CPython's own socket test suite is the standard fastsock.socket is held to: it must pass
+with `socket.socket` replaced by fastsock's, on both backends."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import fastsock
+
+SCRIPT = pathlib.Path(__file__).with_name("cpython_socket_suite.py")
+
+
+@pytest.mark.timeout(600)
+def test_cpython_socket_suite_passes(impl):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSOCK_")}
+    env["FASTSOCK_PURE"] = "1" if impl.__name__ == "fastsock._py" else "0"
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(fastsock.__file__)))
+    proc = subprocess.run([sys.executable, str(SCRIPT)], env=env, cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True, timeout=580)
+    match = re.search(r"RESULT run=(\d+) failures=(\d+) errors=(\d+) skipped=(\d+) backend=(\w+)", proc.stdout)
+    assert match, proc.stdout + proc.stderr[-5000:]
+    run, failures, errors, _skipped, backend = match.groups()
+    assert backend == ("python" if env["FASTSOCK_PURE"] == "1" else "c")
+    assert int(run) > 600
+    assert (int(failures), int(errors)) == (0, 0), proc.stderr[-8000:]
+    assert proc.returncode == 0
