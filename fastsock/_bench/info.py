@@ -81,6 +81,7 @@ def describe() -> dict[str, Any]:
         "fastsock": fastsock.__version__,
         "backend": fastsock.BACKEND,
         "poller": poller_name(),
+        "poll_methods": list(getattr(fastsock, "POLL_METHODS", ())),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
         "features": dict(detected) if isinstance(detected, dict) else features(),
@@ -90,7 +91,8 @@ def describe() -> dict[str, Any]:
 def render(d: dict[str, Any]) -> str:
     lines = [f"fastsock {d['fastsock']}", f"backend:  {d['backend']}" + (
         "  (pure Python: FASTSOCK_PURE=1 or no compiled extension)" if d["backend"] == "python" else "  (compiled)"),
-        f"poller:   {d['poller']}", f"python:   {d['python']}", f"platform: {d['platform']}", "features:"]
+        f"poller:   {d['poller']}" + (f"  (available: {', '.join(d['poll_methods'])})" if d.get("poll_methods") else ""),
+        f"python:   {d['python']}", f"platform: {d['platform']}", "features:"]
     for name, ok in d["features"].items():
         lines.append(f"  {'yes' if ok else 'no ':3}  {name}")
     return "\n".join(lines)
