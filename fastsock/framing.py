@@ -39,8 +39,9 @@ SIZE_LIMIT = 1 << 60
 # Kind codes shared with src_c/fs_frame.h (FS_FRAMING_*).
 _LENGTH, _VARINT, _DELIMITER, _FIXED, _ASCII, _NETSTRING = 1, 2, 3, 4, 5, 6
 
-#: What `_scan` returns: (header, payload_len, total) for a complete frame, or
-#: (-1, total_needed_or_0, resume_offset) when more bytes are needed.
+#: What `_scan` returns: (header, payload_len, total) for a complete frame, or, when more
+#: bytes are needed, (-1, total_needed_or_0, x) where x is the header length for a frame
+#: of known total, else where a delimiter search resumes (relative to `start`).
 Scan = Tuple[int, int, int]
 
 
@@ -155,7 +156,7 @@ class LengthPrefix(Framing):
         if size > self.max_size:
             raise FrameTooLarge(size, self.max_size)
         if end - start < width + size:
-            return -1, width + size, 0
+            return -1, width + size, width
         return width, size, width + size
 
 
@@ -189,7 +190,7 @@ class Varint(Framing):
                 raise FrameTooLarge(value, self.max_size)
             if not byte & 0x80:
                 if end - start < i + 1 + value:
-                    return -1, i + 1 + value, 0
+                    return -1, i + 1 + value, i + 1
                 return i + 1, value, i + 1 + value
         raise FramingError("varint length prefix longer than 64 bits")
 
@@ -300,7 +301,7 @@ class AsciiLength(Framing):
         if size > self.max_size:
             raise FrameTooLarge(size, self.max_size)
         if end - start < width + size:
-            return -1, width + size, 0
+            return -1, width + size, width
         return width, size, width + size
 
 
