@@ -294,9 +294,9 @@ class Stream:
         parts = [bytes(self._wbuf), *extra] if self._wbuf else list(extra)
         try:
             if len(parts) == 1:
-                _sendall(self._sock, parts[0])
+                _sendall(self._sock, parts[0])  # type: ignore[arg-type]
             else:
-                _sendall_many(self._sock, parts)
+                _sendall_many(self._sock, parts)  # type: ignore[arg-type]
         except BaseException as exc:
             sent = getattr(exc, "bytes_sent", 0)
             rest = bytearray()
