@@ -659,7 +659,7 @@ cdef class Stream:
         try:
             if fs_buffer_len(&self._r) == 0 and not self._eof:
                 self._fill(0)
-            size = fs_buffer_len(&self._r)
+            size = <Py_ssize_t>fs_buffer_len(&self._r)
             if n is not None and n >= 0:
                 size = min(size, _size_arg(n, "peek"))
             return PyBytes_FromStringAndSize(fs_buffer_start(&self._r), size)
