@@ -1,8 +1,9 @@
-"""Builds and runs every plain-C unit test in tests/c/ against src_c/ (no Python inside),
+"""Builds and runs every plain-C unit test in tests/c/ (fs_io, fs_buffer, fs_frame, fs_poll) against src_c/ (no Python inside),
 with -Wall -Wextra -Werror, so src_c stays warning-free and testable on its own."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -26,5 +27,6 @@ def test_c_unit(source, tmp_path):
     build = subprocess.run([cc, *CFLAGS, "-I", str(ROOT / "src_c"), str(source), *sources, "-o", str(exe)],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=100)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=100, env=env)
     assert run.returncode == 0, run.stdout + run.stderr

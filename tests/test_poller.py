@@ -7,18 +7,14 @@ import gc
 import os
 import resource
 import select
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(params=["epoll", "poll"])
@@ -554,25 +550,6 @@ def test_select_method(impl):
         with pytest.raises(ValueError):  # select() cannot take descriptors past FD_SETSIZE
             p.register(5000)
     b.close()
-
-
-@pytest.mark.c_only
-@pytest.mark.timeout(120)
-def test_c_unit(tmp_path):
-    """src_c/fs_poll.c's own unit test, built with the strict flags every src_c file meets."""
-    gcc = shutil.which("gcc")
-    assert gcc, "gcc is required for the C unit tests"
-    exe = tmp_path / "test_fs_poll"
-    build = subprocess.run(
-        [gcc, "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O1", "-g",
-         "-I", str(ROOT / "src_c"), str(ROOT / "tests/c/test_fs_poll.c"), str(ROOT / "src_c/fs_poll.c"),
-         "-o", str(exe)],
-        capture_output=True, text=True,
-    )
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.strip().endswith("OK")
 
 
 def test_argument_types(poller, impl):

@@ -60,3 +60,17 @@ class Selector(_selectors.BaseSelector):
     def modify(self, fileobj: FileDescriptorLike, events: int, data: Any = None) -> _selectors.SelectorKey: ...
     def select(self, timeout: float | None = None) -> list[tuple[_selectors.SelectorKey, int]]: ...
     def get_map(self) -> Mapping[FileDescriptorLike, _selectors.SelectorKey]: ...
+
+# --- Stream (stream.pxi): the same class API as the pure twin, which type checkers read ---
+from fastsock._py.stream import Stream as Stream, connect as connect
+from fastsock.framing import (
+    DEFAULT_MAX_SIZE as DEFAULT_MAX_SIZE,
+    AsciiLength as AsciiLength,
+    Delimiter as Delimiter,
+    FixedLength as FixedLength,
+    Framing as Framing,
+    FramingError as FramingError,
+    LengthPrefix as LengthPrefix,
+    Netstring as Netstring,
+    Varint as Varint,
+)

@@ -1,0 +1,39 @@
+# C declarations of src_c/fs_frame.h (frame scanners and header encoders).
+from libc.stdint cimport uint64_t
+
+cdef extern from "fs_frame.h" nogil:
+    enum:
+        FS_FRAMING_LENGTH
+        FS_FRAMING_VARINT
+        FS_FRAMING_DELIMITER
+        FS_FRAMING_FIXED
+        FS_FRAMING_ASCII
+        FS_FRAMING_NETSTRING
+        FS_FRAME_PARTIAL
+        FS_FRAME_OK
+        FS_FRAME_TOO_LARGE
+        FS_FRAME_MALFORMED
+        FS_FRAME_HEADER_MAX
+
+    ctypedef struct fs_framing:
+        int kind
+        unsigned width
+        int little
+        int keep
+        uint64_t max_size
+        const char *delim
+        size_t delim_len
+
+    ctypedef struct fs_frame:
+        size_t header
+        size_t payload
+        size_t total
+        uint64_t size
+        size_t resume
+
+    int fs_framing_check(const fs_framing *f)
+    int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *fr)
+    int fs_frame_header(const fs_framing *f, const char *payload, size_t plen, char *out, size_t *hlen)
+    const char *fs_frame_trailer(const fs_framing *f, size_t *tlen)
+    long fs_find_any(const char *data, size_t len, size_t start, const char *const *delims,
+                     const size_t *lens, size_t n, size_t *which)

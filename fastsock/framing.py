@@ -1,0 +1,340 @@
+"""Message framings: how a byte stream is cut into messages, and how messages are written.
+
+A stream socket carries bytes, not messages. Each framing here is a small immutable value
+object that both encodes (`encode(payload)`) and decodes (`decode(data)`), so the same
+`fastsock.Stream(sock, framing=...)` serves both ends of a conversation. Both backends
+share these classes; the compiled Stream reads their fields once and scans in C.
+
+Every framing bounds the payload with `max_size` (16 MiB by default): a header announcing
+more, or a delimiter not found within `max_size` bytes, raises `FrameTooLarge` before
+anything is allocated for the frame.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from typing import Any, ClassVar, Optional, Tuple
+
+from ._errors import FrameTooLarge
+
+__all__ = [
+    "Framing",
+    "FramingError",
+    "LengthPrefix",
+    "Varint",
+    "Delimiter",
+    "FixedLength",
+    "AsciiLength",
+    "Netstring",
+    "DEFAULT_MAX_SIZE",
+]
+
+#: Default `max_size` of every framing: the largest payload accepted (16 MiB).
+DEFAULT_MAX_SIZE = 16 * 1024 * 1024
+
+#: Largest `max_size` any framing accepts (keeps every size computation exact in C).
+SIZE_LIMIT = 1 << 60
+
+# Kind codes shared with src_c/fs_frame.h (FS_FRAMING_*).
+_LENGTH, _VARINT, _DELIMITER, _FIXED, _ASCII, _NETSTRING = 1, 2, 3, 4, 5, 6
+
+#: What `_scan` returns: (header, payload_len, total) for a complete frame, or, when more
+#: bytes are needed, (-1, total_needed_or_0, x) where x is the header length for a frame
+#: of known total, else where a delimiter search resumes (relative to `start`).
+Scan = Tuple[int, int, int]
+
+
+class FramingError(ValueError):
+    """The bytes at the head of the stream cannot start a frame of this framing (a corrupt
+    header, a netstring without its comma, ...). Nothing is consumed: the bytes stay buffered."""
+
+
+def _max_size(value: Any, default: int, top: int, what: str) -> int:
+    """Validate a `max_size` argument (None means `default`, itself clamped to `top`)."""
+    if value is None:
+        return min(default, top)
+    size = operator.index(value)
+    if size < 0:
+        raise ValueError(f"{what} max_size must be >= 0, not {size}")
+    if size > top:
+        raise ValueError(f"{what} max_size {size} exceeds what it can encode ({top})")
+    return size
+
+
+class Framing:
+    """Base class of the framings: immutable, comparable, hashable value objects."""
+
+    __slots__ = ("max_size",)
+    _kind: ClassVar[int] = 0
+    _fields: ClassVar[tuple[str, ...]] = ("max_size",)
+    #: Bytes written after every payload.
+    _trailer: ClassVar[bytes] = b""
+    max_size: int
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _set(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, *(getattr(self, f) for f in self._fields)))
+
+    def __reduce__(self) -> Any:
+        return (type(self), tuple(getattr(self, f) for f in self._fields))
+
+    # -- encoding ---------------------------------------------------------------------
+    def header(self, payload: Any) -> bytes:
+        """The bytes written before `payload` (validates it: FrameTooLarge above max_size)."""
+        size = len(memoryview(payload))
+        if size > self.max_size:
+            raise FrameTooLarge(size, self.max_size)
+        return self._encode_length(size)
+
+    def _encode_length(self, size: int) -> bytes:
+        raise NotImplementedError
+
+    def encode(self, payload: Any) -> bytes:
+        """One whole frame carrying `payload` (any bytes-like object)."""
+        return b"".join((self.header(payload), bytes(payload), self._trailer))
+
+    # -- decoding ---------------------------------------------------------------------
+    def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
+        """Look for a frame at buf[start:end]; see `Scan`. Raises FrameTooLarge or FramingError."""
+        raise NotImplementedError
+
+    def decode(self, data: Any) -> Optional[Tuple[bytes, int]]:
+        """Decode the frame at the start of `data`: (payload, bytes consumed), or None if
+        `data` holds only part of a frame. Raises FrameTooLarge or FramingError."""
+        buf = bytes(data)
+        header, payload, total = self._scan(buf, 0, len(buf), 0)
+        if header < 0:
+            return None
+        return buf[header:header + payload], total
+
+
+class LengthPrefix(Framing):
+    """A binary length prefix of `size` bytes (1, 2, 4 or 8), big or little endian, then
+    the payload (the HOWTO's htonl/ntohl header)."""
+
+    __slots__ = ("size", "byteorder", "_struct")
+    _kind = _LENGTH
+    _fields = ("size", "byteorder", "max_size")
+    size: int
+    byteorder: str
+
+    def __init__(self, size: int = 4, byteorder: str = "big", max_size: Optional[int] = None) -> None:
+        size = operator.index(size)
+        if size not in (1, 2, 4, 8):
+            raise ValueError(f"LengthPrefix size must be 1, 2, 4 or 8, not {size}")
+        if byteorder not in ("big", "little"):
+            raise ValueError(f"byteorder must be 'big' or 'little', not {byteorder!r}")
+        top = min(SIZE_LIMIT, (1 << (8 * size)) - 1)
+        code = {1: "B", 2: "H", 4: "I", 8: "Q"}[size]
+        self._set(size=size, byteorder=byteorder, max_size=_max_size(max_size, DEFAULT_MAX_SIZE, top, "LengthPrefix"),
+                  _struct=struct.Struct((">" if byteorder == "big" else "<") + code))
+
+    def _encode_length(self, size: int) -> bytes:
+        return self._struct.pack(size)  # type: ignore[attr-defined,no-any-return]
+
+    def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
+        width = self.size
+        if end - start < width:
+            return -1, 0, 0
+        (size,) = self._struct.unpack_from(buf, start)  # type: ignore[attr-defined]
+        if size > self.max_size:
+            raise FrameTooLarge(size, self.max_size)
+        if end - start < width + size:
+            return -1, width + size, width
+        return width, size, width + size
+
+
+class Varint(Framing):
+    """A protobuf-style base-128 varint length prefix (1 to 10 bytes), then the payload."""
+
+    __slots__ = ()
+    _kind = _VARINT
+
+    def __init__(self, max_size: Optional[int] = None) -> None:
+        self._set(max_size=_max_size(max_size, DEFAULT_MAX_SIZE, SIZE_LIMIT, "Varint"))
+
+    def _encode_length(self, size: int) -> bytes:
+        out = bytearray()
+        while size >= 0x80:
+            out.append((size & 0x7F) | 0x80)
+            size >>= 7
+        out.append(size)
+        return bytes(out)
+
+    def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
+        value = 0
+        for i in range(10):
+            if start + i >= end:
+                return -1, 0, 0
+            byte = buf[start + i]
+            if i == 9 and byte > 1:
+                raise FramingError("varint length prefix longer than 64 bits")
+            value |= (byte & 0x7F) << (7 * i)
+            if value > self.max_size:
+                raise FrameTooLarge(value, self.max_size)
+            if not byte & 0x80:
+                if end - start < i + 1 + value:
+                    return -1, i + 1 + value, i + 1
+                return i + 1, value, i + 1 + value
+        raise FramingError("varint length prefix longer than 64 bits")
+
+
+class Delimiter(Framing):
+    """The payload, then `delimiter` (any non-empty bytes). With `keep=True` the frames read
+    include the delimiter; `write_frame` always takes the bare payload and adds it, and
+    refuses a payload that contains the delimiter (FramingError)."""
+
+    __slots__ = ("delimiter", "keep")
+    _kind = _DELIMITER
+    _fields = ("delimiter", "max_size", "keep")
+    delimiter: bytes
+    keep: bool
+
+    def __init__(self, delimiter: Any = b"\n", max_size: Optional[int] = None, keep: bool = False) -> None:
+        if isinstance(delimiter, str):
+            raise TypeError("Delimiter needs bytes, not str (encode it first)")
+        delimiter = bytes(delimiter)
+        if not delimiter:
+            raise ValueError("Delimiter cannot be empty")
+        self._set(delimiter=delimiter, keep=bool(keep),
+                  max_size=_max_size(max_size, DEFAULT_MAX_SIZE, SIZE_LIMIT, "Delimiter"))
+
+    @property
+    def _trailer(self) -> bytes:  # type: ignore[override]
+        return self.delimiter
+
+    def header(self, payload: Any) -> bytes:
+        """No header; validates that `payload` fits and does not contain the delimiter."""
+        view = memoryview(payload)
+        if len(view) > self.max_size:
+            raise FrameTooLarge(len(view), self.max_size)
+        data = payload if isinstance(payload, (bytes, bytearray)) else view.tobytes()
+        if self.delimiter in data:
+            raise FramingError("payload contains the delimiter")
+        return b""
+
+    def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
+        dlen = len(self.delimiter)
+        window = min(end, start + self.max_size + dlen)
+        at = buf.find(self.delimiter, min(start + resume, window), window)
+        if at < 0:
+            if window < end or end - start >= self.max_size + dlen:
+                raise FrameTooLarge(end - start, self.max_size,
+                                    f"no delimiter within {self.max_size} bytes")
+            return -1, 0, max(0, window - start - (dlen - 1))
+        size = at - start
+        if size > self.max_size:
+            raise FrameTooLarge(size, self.max_size)
+        return 0, size + dlen if self.keep else size, size + dlen
+
+
+class FixedLength(Framing):
+    """Every message is exactly `n` bytes; no header."""
+
+    __slots__ = ("n",)
+    _kind = _FIXED
+    _fields = ("n",)
+    n: int
+
+    def __init__(self, n: int) -> None:
+        n = operator.index(n)
+        if n < 1 or n > SIZE_LIMIT:
+            raise ValueError(f"FixedLength n must be between 1 and {SIZE_LIMIT}, not {n}")
+        self._set(n=n, max_size=n)
+
+    def header(self, payload: Any) -> bytes:
+        """No header; a payload of any other length than `n` raises FramingError."""
+        size = len(memoryview(payload))
+        if size != self.n:
+            raise FramingError(f"FixedLength({self.n}) payload must be {self.n} bytes, not {size}")
+        return b""
+
+    def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
+        if end - start < self.n:
+            return -1, self.n, 0
+        return 0, self.n, self.n
+
+
+class AsciiLength(Framing):
+    """The length as `width` zero-padded ASCII digits, then the payload (the HOWTO's
+    "length as 5 numeric characters")."""
+
+    __slots__ = ("width",)
+    _kind = _ASCII
+    _fields = ("width", "max_size")
+    width: int
+
+    def __init__(self, width: int = 5, max_size: Optional[int] = None) -> None:
+        width = operator.index(width)
+        if width < 1 or width > 20:
+            raise ValueError(f"AsciiLength width must be between 1 and 20, not {width}")
+        top = min(SIZE_LIMIT, 10 ** width - 1)
+        self._set(width=width, max_size=_max_size(max_size, DEFAULT_MAX_SIZE, top, "AsciiLength"))
+
+    def _encode_length(self, size: int) -> bytes:
+        return b"%0*d" % (self.width, size)
+
+    def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
+        width = self.width
+        digits = bytes(buf[start:min(end, start + width)])
+        if digits and not digits.isdigit():  # bytes.isdigit is ASCII-only
+            raise FramingError(f"AsciiLength header is not {width} ASCII digits: {digits!r}")
+        if len(digits) < width:
+            return -1, 0, 0
+        size = int(digits)
+        if size > self.max_size:
+            raise FrameTooLarge(size, self.max_size)
+        if end - start < width + size:
+            return -1, width + size, width
+        return width, size, width + size
+
+
+class Netstring(Framing):
+    """D. J. Bernstein's netstrings: b"<decimal length>:<payload>,"."""
+
+    __slots__ = ()
+    _kind = _NETSTRING
+    _trailer = b","
+
+    def __init__(self, max_size: Optional[int] = None) -> None:
+        self._set(max_size=_max_size(max_size, DEFAULT_MAX_SIZE, SIZE_LIMIT, "Netstring"))
+
+    def _encode_length(self, size: int) -> bytes:
+        return b"%d:" % size
+
+    def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
+        limit = self.max_size
+        size = 0
+        for i in range(start, end):
+            byte = buf[i]
+            if 48 <= byte <= 57:
+                size = size * 10 + byte - 48
+                if size > limit:
+                    raise FrameTooLarge(size, limit)
+                continue
+            if byte != 58 or i == start:  # ':' after at least one digit
+                raise FramingError("netstring length is not decimal digits followed by ':'")
+            header = i + 1 - start
+            total = header + size + 1
+            if end - start < total:
+                return -1, total, 0
+            if buf[start + total - 1] != 44:
+                raise FramingError("netstring does not end with ','")
+            return header, size, total
+        return -1, 0, 0

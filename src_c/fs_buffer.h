@@ -1,0 +1,53 @@
+/* fs_buffer.h — a growable byte buffer with head/tail indices. No Python here.
+ *
+ * Layout: data[0 .. head) consumed, data[head .. tail) held bytes, data[tail .. cap) free
+ * space that recv() can fill in place. Consuming moves `head`; when the buffer empties,
+ * head and tail go back to 0, so steady-state reads never move memory. Compaction
+ * (memmove of the held bytes to the front) happens only when free space runs short.
+ * Every index is kept within 0 <= head <= tail <= cap by construction.
+ */
+#ifndef FS_BUFFER_H
+#define FS_BUFFER_H
+
+#include <stddef.h>
+
+typedef struct {
+    char *data;
+    size_t cap;
+    size_t head;
+    size_t tail;
+} fs_buffer;
+
+/* An empty buffer that owns no memory yet. */
+void fs_buffer_init(fs_buffer *b);
+
+/* Release the memory; the buffer is empty and reusable afterwards. */
+void fs_buffer_free(fs_buffer *b);
+
+static inline size_t fs_buffer_len(const fs_buffer *b) { return b->tail - b->head; }
+static inline char *fs_buffer_start(const fs_buffer *b) { return b->data + b->head; }
+static inline char *fs_buffer_end(const fs_buffer *b) { return b->data + b->tail; }
+static inline size_t fs_buffer_room(const fs_buffer *b) { return b->cap - b->tail; }
+
+/* Drop the first n held bytes (clamped to what is held). */
+void fs_buffer_consume(fs_buffer *b, size_t n);
+
+/* Mark n bytes written into the free space as held (clamped to the free space). */
+void fs_buffer_commit(fs_buffer *b, size_t n);
+
+/* Move the held bytes to the front of the memory. */
+void fs_buffer_compact(fs_buffer *b);
+
+/* Make at least `want` bytes of free space after the held bytes, compacting first, then
+ * growing (at least doubling) without letting the capacity pass `limit` (a capacity already
+ * above `limit` is kept). Returns the free space now available, which is less than `want`
+ * only when `limit` stopped the growth, or -ENOMEM. */
+long fs_buffer_reserve(fs_buffer *b, size_t want, size_t limit);
+
+/* Append n bytes (the capacity grows as needed, without limit). Returns 0 or -ENOMEM. */
+int fs_buffer_append(fs_buffer *b, const void *src, size_t n);
+
+/* When the buffer is empty and its capacity exceeds `keep`, give the memory back. */
+void fs_buffer_shrink(fs_buffer *b, size_t keep);
+
+#endif /* FS_BUFFER_H */

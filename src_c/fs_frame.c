@@ -1,0 +1,297 @@
+/* fs_frame.c — frame scanners and header encoders; see fs_frame.h for the contract. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* memmem */
+#endif
+#include "fs_frame.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const char COMMA = ',';
+
+int fs_framing_check(const fs_framing *f)
+{
+    if (f->max_size > FS_FRAME_SIZE_LIMIT)
+        return -EINVAL;
+    switch (f->kind) {
+    case FS_FRAMING_LENGTH:
+        if (f->width != 1 && f->width != 2 && f->width != 4 && f->width != 8)
+            return -EINVAL;
+        if (f->width < 8 && f->max_size > ((uint64_t)1 << (8 * f->width)) - 1)
+            return -EINVAL;
+        return 0;
+    case FS_FRAMING_ASCII: {
+        if (f->width < 1 || f->width > 20)
+            return -EINVAL;
+        uint64_t top = 1; /* 10^width - 1 bounds what width digits can say */
+        for (unsigned i = 0; i < f->width && top <= FS_FRAME_SIZE_LIMIT; i++)
+            top *= 10;
+        if (f->max_size > top - 1)
+            return -EINVAL;
+        return 0;
+    }
+    case FS_FRAMING_DELIMITER:
+        return (f->delim != NULL && f->delim_len > 0) ? 0 : -EINVAL;
+    case FS_FRAMING_VARINT:
+    case FS_FRAMING_FIXED:
+    case FS_FRAMING_NETSTRING:
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+static const char *find(const char *hay, size_t hlen, const char *needle, size_t nlen)
+{
+    if (nlen == 1)
+        return memchr(hay, (unsigned char)needle[0], hlen);
+    return memmem(hay, hlen, needle, nlen);
+}
+
+/* A header announced `size` payload bytes: OK if all are here, else PARTIAL. */
+static int sized(const fs_framing *f, size_t header, uint64_t size, size_t trailer, size_t len, fs_frame *fr)
+{
+    if (size > f->max_size) {
+        fr->size = size;
+        return FS_FRAME_TOO_LARGE;
+    }
+    size_t total = header + (size_t)size + trailer; /* max_size <= 2^60: no overflow */
+    fr->header = header;
+    fr->payload = (size_t)size;
+    fr->total = total;
+    return len >= total ? FS_FRAME_OK : FS_FRAME_PARTIAL;
+}
+
+static int scan_length(const fs_framing *f, const unsigned char *p, size_t len, fs_frame *fr)
+{
+    unsigned w = f->width;
+    if (len < w) {
+        fr->total = 0;
+        return FS_FRAME_PARTIAL;
+    }
+    uint64_t v = 0;
+    if (f->little) {
+        for (unsigned i = w; i-- > 0;)
+            v = (v << 8) | p[i];
+    } else {
+        for (unsigned i = 0; i < w; i++)
+            v = (v << 8) | p[i];
+    }
+    return sized(f, w, v, 0, len, fr);
+}
+
+static int scan_varint(const fs_framing *f, const unsigned char *p, size_t len, fs_frame *fr)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < 10; i++) {
+        if (i >= len) {
+            fr->total = 0;
+            return FS_FRAME_PARTIAL;
+        }
+        uint64_t bits = p[i] & 0x7f;
+        if (i == 9 && p[i] > 1)
+            return FS_FRAME_MALFORMED; /* more than 64 bits */
+        v |= bits << (7 * i);
+        if (v > f->max_size) { /* refuse as early as the value is known to be too large */
+            fr->size = v;
+            return FS_FRAME_TOO_LARGE;
+        }
+        if (!(p[i] & 0x80))
+            return sized(f, i + 1, v, 0, len, fr);
+    }
+    return FS_FRAME_MALFORMED;
+}
+
+static int scan_ascii(const fs_framing *f, const unsigned char *p, size_t len, fs_frame *fr)
+{
+    unsigned w = f->width;
+    if (len < w) {
+        for (size_t i = 0; i < len; i++) /* reject garbage as soon as it shows */
+            if (p[i] < '0' || p[i] > '9')
+                return FS_FRAME_MALFORMED;
+        fr->total = 0;
+        return FS_FRAME_PARTIAL;
+    }
+    uint64_t v = 0;
+    for (unsigned i = 0; i < w; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return FS_FRAME_MALFORMED;
+        v = v * 10 + (uint64_t)(p[i] - '0'); /* v <= max_size <= 2^60 before: no overflow */
+        if (v > f->max_size) {
+            fr->size = v;
+            return FS_FRAME_TOO_LARGE;
+        }
+    }
+    return sized(f, w, v, 0, len, fr);
+}
+
+static int scan_netstring(const fs_framing *f, const unsigned char *p, size_t len, fs_frame *fr)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = p[i];
+        if (c >= '0' && c <= '9') {
+            v = v * 10 + (uint64_t)(c - '0');
+            if (v > f->max_size) {
+                fr->size = v;
+                return FS_FRAME_TOO_LARGE;
+            }
+            continue;
+        }
+        if (c != ':' || i == 0)
+            return FS_FRAME_MALFORMED;
+        int r = sized(f, i + 1, v, 1, len, fr);
+        if (r == FS_FRAME_OK && p[fr->total - 1] != COMMA)
+            return FS_FRAME_MALFORMED;
+        return r;
+    }
+    fr->total = 0;
+    return FS_FRAME_PARTIAL;
+}
+
+static int scan_delimiter(const fs_framing *f, const char *data, size_t len, fs_frame *fr)
+{
+    size_t dlen = f->delim_len;
+    /* A frame ends within the first max_size + dlen bytes, or it is too large. */
+    size_t window = len;
+    if (f->max_size + dlen < window)
+        window = (size_t)f->max_size + dlen;
+    size_t start = fr->resume < window ? fr->resume : window;
+    const char *hit = find(data + start, window - start, f->delim, dlen);
+    if (hit == NULL) {
+        if (window < len || len >= f->max_size + dlen) {
+            fr->size = len;
+            return FS_FRAME_TOO_LARGE;
+        }
+        /* Resume where a delimiter split across reads could still begin. */
+        fr->resume = window >= dlen - 1 ? window - (dlen - 1) : 0;
+        fr->total = 0;
+        return FS_FRAME_PARTIAL;
+    }
+    size_t at = (size_t)(hit - data);
+    if (at > f->max_size) {
+        fr->size = at;
+        return FS_FRAME_TOO_LARGE;
+    }
+    fr->header = 0;
+    fr->payload = f->keep ? at + dlen : at;
+    fr->total = at + dlen;
+    return FS_FRAME_OK;
+}
+
+int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *fr)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    switch (f->kind) {
+    case FS_FRAMING_LENGTH:
+        return scan_length(f, p, len, fr);
+    case FS_FRAMING_VARINT:
+        return scan_varint(f, p, len, fr);
+    case FS_FRAMING_DELIMITER:
+        return scan_delimiter(f, data, len, fr);
+    case FS_FRAMING_FIXED:
+        return sized(f, 0, f->max_size, 0, len, fr);
+    case FS_FRAMING_ASCII:
+        return scan_ascii(f, p, len, fr);
+    case FS_FRAMING_NETSTRING:
+        return scan_netstring(f, p, len, fr);
+    default:
+        return FS_FRAME_MALFORMED;
+    }
+}
+
+/* Decimal digits of v into out, zero-padded to at least `width`; returns the count. */
+static size_t decimal(uint64_t v, unsigned width, char *out)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && n < sizeof tmp);
+    size_t pad = width > n ? width - n : 0;
+    memset(out, '0', pad);
+    for (size_t i = 0; i < n; i++)
+        out[pad + i] = tmp[n - 1 - i];
+    return pad + n;
+}
+
+int fs_frame_header(const fs_framing *f, const char *payload, size_t plen, char *out, size_t *hlen)
+{
+    uint64_t v = (uint64_t)plen;
+    *hlen = 0;
+    if (f->kind == FS_FRAMING_FIXED)
+        return v == f->max_size ? 0 : FS_FRAME_MALFORMED;
+    if (v > f->max_size)
+        return FS_FRAME_TOO_LARGE;
+    switch (f->kind) {
+    case FS_FRAMING_LENGTH:
+        for (unsigned i = 0; i < f->width; i++) {
+            unsigned shift = 8 * (f->little ? i : f->width - 1 - i);
+            out[i] = (char)((v >> shift) & 0xff);
+        }
+        *hlen = f->width;
+        return 0;
+    case FS_FRAMING_VARINT: {
+        size_t n = 0;
+        while (v >= 0x80) {
+            out[n++] = (char)((v & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out[n++] = (char)v;
+        *hlen = n;
+        return 0;
+    }
+    case FS_FRAMING_ASCII:
+        *hlen = decimal(v, f->width, out);
+        return 0;
+    case FS_FRAMING_NETSTRING: {
+        size_t n = decimal(v, 1, out);
+        out[n++] = ':';
+        *hlen = n;
+        return 0;
+    }
+    case FS_FRAMING_DELIMITER:
+        if (plen >= f->delim_len && find(payload, plen, f->delim, f->delim_len) != NULL)
+            return FS_FRAME_MALFORMED;
+        return 0;
+    default:
+        return FS_FRAME_MALFORMED;
+    }
+}
+
+const char *fs_frame_trailer(const fs_framing *f, size_t *tlen)
+{
+    if (f->kind == FS_FRAMING_DELIMITER) {
+        *tlen = f->delim_len;
+        return f->delim;
+    }
+    if (f->kind == FS_FRAMING_NETSTRING) {
+        *tlen = 1;
+        return &COMMA;
+    }
+    *tlen = 0;
+    return "";
+}
+
+long fs_find_any(const char *data, size_t len, size_t start, const char *const *delims,
+                 const size_t *lens, size_t n, size_t *which)
+{
+    long best = -1;
+    size_t end = len;
+    for (size_t i = 0; i < n; i++) {
+        if (lens[i] == 0 || start >= end)
+            continue;
+        /* Only a match starting before the best so far can win; it may extend past it. */
+        size_t stop = end + lens[i] - 1 < len ? end + lens[i] - 1 : len;
+        if (stop - start < lens[i])
+            continue;
+        const char *hit = find(data + start, stop - start, delims[i], lens[i]);
+        if (hit != NULL) {
+            best = (long)(hit - data);
+            end = (size_t)best;
+            *which = i;
+        }
+    }
+    return best;
+}

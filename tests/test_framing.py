@@ -1,0 +1,96 @@
+"""The framing value objects (shared by both backends): validation, encode/decode, limits."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import fastsock
+from fastsock import FrameTooLarge
+from fastsock.framing import (AsciiLength, Delimiter, FixedLength, FramingError, LengthPrefix,
+                              Netstring, Varint)
+
+
+def test_exported_by_both_backends(impl):
+    for name in ("LengthPrefix", "Varint", "Delimiter", "FixedLength", "AsciiLength", "Netstring",
+                 "Framing", "FramingError", "Stream", "connect"):
+        assert name in impl.__all__
+        assert hasattr(fastsock, name)
+    assert impl.LengthPrefix is LengthPrefix
+
+
+def test_value_objects():
+    assert LengthPrefix() == LengthPrefix(4, "big")
+    assert LengthPrefix() != LengthPrefix(4, "little")
+    assert hash(Delimiter(b"\n")) == hash(Delimiter(b"\n"))
+    assert repr(AsciiLength()) == "AsciiLength(width=5, max_size=99999)"
+    for f in (LengthPrefix(2), Varint(10), Delimiter(b"ab", keep=True), FixedLength(3), AsciiLength(3), Netstring(9)):
+        assert pickle.loads(pickle.dumps(f)) == f
+        with pytest.raises(AttributeError):
+            f.max_size = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("call", [
+    lambda: LengthPrefix(3), lambda: LengthPrefix(4, "middle"), lambda: LengthPrefix(1, max_size=256),
+    lambda: LengthPrefix(max_size=-1), lambda: Delimiter(b""), lambda: FixedLength(0),
+    lambda: AsciiLength(0), lambda: AsciiLength(21), lambda: AsciiLength(2, max_size=100),
+    lambda: Varint(max_size=1 << 61),
+])
+def test_bad_parameters(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_bad_types():
+    with pytest.raises(TypeError):
+        Delimiter("\n")
+    with pytest.raises(TypeError):
+        LengthPrefix("4")
+
+
+@pytest.mark.parametrize("framing,payload,wire", [
+    (LengthPrefix(), b"hi", b"\x00\x00\x00\x02hi"),
+    (LengthPrefix(2, "little"), b"hi", b"\x02\x00hi"),
+    (LengthPrefix(8), b"", b"\x00" * 8),
+    (Varint(), b"x" * 300, b"\xac\x02" + b"x" * 300),
+    (Delimiter(b"\r\n"), b"line", b"line\r\n"),
+    (FixedLength(3), b"abc", b"abc"),
+    (AsciiLength(), b"hello", b"00005hello"),
+    (Netstring(), b"hello world!", b"12:hello world!,"),
+])
+def test_encode_decode(framing, payload, wire):
+    assert framing.encode(payload) == wire
+    assert framing.decode(wire + b"trailing") == (payload, len(wire))
+    assert framing.decode(wire[:-1]) is None
+    assert framing.encode(memoryview(payload)) == wire
+
+
+def test_delimiter_keep_decodes_with_delimiter():
+    assert Delimiter(b"\n", keep=True).decode(b"a\nb") == (b"a\n", 2)
+
+
+def test_limits_and_malformed():
+    with pytest.raises(FrameTooLarge):
+        LengthPrefix(max_size=10).decode(b"\x00\x00\x00\x0b")
+    with pytest.raises(FrameTooLarge):
+        LengthPrefix(max_size=10).encode(b"x" * 11)
+    with pytest.raises(FrameTooLarge):
+        Varint(max_size=100).decode(b"\xff\x7f")
+    with pytest.raises(FramingError):
+        Varint().decode(b"\x80" * 9 + b"\x02")
+    with pytest.raises(FrameTooLarge):
+        Delimiter(max_size=3).decode(b"abcdef")
+    with pytest.raises(FramingError):
+        Delimiter(b"\n").encode(b"a\nb")
+    with pytest.raises(FramingError):
+        FixedLength(2).encode(b"abc")
+    with pytest.raises(FramingError):
+        AsciiLength().decode(b"12a45")
+    with pytest.raises(FramingError):
+        Netstring().decode(b"2:ab;")
+    with pytest.raises(FramingError):
+        Netstring().decode(b":")
+    with pytest.raises(FrameTooLarge):
+        Netstring(max_size=5).decode(b"123")
+    assert isinstance(FramingError("x"), ValueError)
