@@ -37,6 +37,7 @@ def test_medians_ranges_and_ratios() -> None:
     assert table["fastsock"]["vs_stdlib_best"] == 88.0 / 55.0
     assert table["stdlib-best"]["vs_stdlib_best"] == 1.0
     assert table["fastsock"]["server_cpu_per_op"] == 1.0  # µs per round trip
+    assert table["fastsock"]["cpu_vs_c"] == 1.0
     assert "uvloop-streams" not in table
 
 

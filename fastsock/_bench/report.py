@@ -61,6 +61,9 @@ def summarize(plan: Plan) -> dict[str, dict[Optional[int], dict[str, dict[str, A
                 for name, ref in (("vs_stdlib_best", BASELINE), ("vs_c", REFERENCE)):
                     base = table.get(ref)
                     s[name] = s["median"] / base["median"] if base and base["median"] else None
+                c_cpu = table.get(REFERENCE, {}).get("server_cpu_per_op")
+                mine = s["server_cpu_per_op"]
+                s["cpu_vs_c"] = mine / c_cpu if c_cpu and mine is not None else None
             per_point[point] = table
         out[case.key] = per_point
     return out
@@ -105,7 +108,7 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
     wl = WORKLOADS[case.workload]
     latency = case.workload in ("W2", "W4")
     head = ["implementation", f"{wl.metric} (median)", "min-max", "vs stdlib best", "vs C",
-            f"server CPU {wl.cpu_unit}", "server CPU %", "client CPU %"]
+            f"server CPU {wl.cpu_unit}", "CPU/op vs C", "server CPU %", "client CPU %"]
     if latency:
         head[5:5] = ["p50 µs", "p99 µs"]
     if case.workload == "W4":
@@ -129,7 +132,7 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
                             fmt_ratio(s["vs_stdlib_best"]), fmt_ratio(s["vs_c"])]
             if latency:
                 cells += [fmt_num(s["p50_us"]), fmt_num(s["p99_us"])]
-            cells += [fmt_num(s["server_cpu_per_op"], 2), fmt_num(s["server_cpu_pct"], 0),
+            cells += [fmt_num(s["server_cpu_per_op"], 2), fmt_ratio(s["cpu_vs_c"]), fmt_num(s["server_cpu_pct"], 0),
                       fmt_num(s["client_cpu_pct"], 0)]
             body.append(cells)
         first = False
@@ -183,6 +186,8 @@ def _vs(s: dict[str, Any]) -> str:
         bits.append(f"{s['vs_stdlib_best']:.2f}x stdlib best")
     if s.get("vs_c") is not None:
         bits.append(f"{s['vs_c']:.0%} of C")
+    if s.get("cpu_vs_c") is not None:
+        bits.append(f"{s['cpu_vs_c']:.1f}x C's server CPU per operation")
     return ", ".join(bits) or "no ratio"
 
 
