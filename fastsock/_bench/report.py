@@ -187,7 +187,7 @@ def _vs(s: dict[str, Any]) -> str:
     if s.get("vs_c") is not None:
         bits.append(f"{s['vs_c']:.0%} of C")
     if s.get("cpu_vs_c") is not None:
-        bits.append(f"{s['cpu_vs_c']:.1f}x C's server CPU per operation")
+        bits.append(f"CPU/op {s['cpu_vs_c']:.1f}x C")
     return ", ".join(bits) or "no ratio"
 
 
