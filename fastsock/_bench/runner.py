@@ -310,6 +310,7 @@ def make_plan(opts: Options, cref: creference.CReference) -> Plan:
         wl = WORKLOADS[case.workload]
         p = params_for(wl, opts)
         plan.params[case.key] = p
+        runnable = []
         for impl in wl.impls:
             if opts.impls is not None and impl not in opts.impls:
                 continue
@@ -325,7 +326,12 @@ def make_plan(opts: Options, cref: creference.CReference) -> Plan:
                 if reason:
                     row.status, row.reason = "unavailable", reason
                     continue
-            for rep in range(opts.repeat):
+            runnable.append(impl)
+        # Repetition-major order: a burst of background load on a shared machine hits one
+        # repetition of several implementations, which the medians filter out, rather than
+        # every repetition of one implementation.
+        for rep in range(opts.repeat):
+            for impl in runnable:
                 plan.tasks.append((case, impl, rep))
                 plan.estimates.append(estimate_seconds(case, impl, p))
     return plan
