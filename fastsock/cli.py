@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="load generator: the C reference client (auto when a compiler is present) or Python")
     bench.add_argument("--list", action="store_true", help="list workloads and implementations, then exit")
     bench.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests: tiny counts
-    sub.add_parser("info", help="show the backend, the poller and the kernel features fastsock detected")
+    info = sub.add_parser("info", help="show the backend, the poller and the kernel features fastsock detected")
+    info.add_argument("--json", action="store_true", help="print the same as JSON")
     return parser
 
 
@@ -174,7 +175,7 @@ def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "info":
-        return cmd_info()
+        return cmd_info(args.json)
     if args.command == "bench":
         if args.list:
             return cmd_list()

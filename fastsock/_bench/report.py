@@ -7,7 +7,7 @@ import statistics
 from typing import Any, Optional
 
 from .runner import Case, Plan, Row
-from .spec import BASELINE, IMPLS, REFERENCE, WORKLOADS, label
+from .spec import BASELINE, REFERENCE, WORKLOADS, label
 
 SCHEMA = "fastsock-bench/1"
 
@@ -289,4 +289,4 @@ def write_json(path: str, data: dict[str, Any]) -> None:
         f.write("\n")
 
 
-__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "SCHEMA", "IMPLS"]
+__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "SCHEMA"]
