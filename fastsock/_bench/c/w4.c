@@ -4,7 +4,7 @@
  *   w4 client <port> <server_pid> <points e.g. 1,10,100> <seconds_per_point> <msg_size> <limit_s>
  *       for each point N: N connections, each sends msg_size bytes and waits for the whole
  *       echo before sending the next; requests/s, p50/p99 latency, and the server's CPU over
- *       the point read from /proc/<server_pid>/stat (utime+stime).
+ *       the point (its CPU-time clock, clock_getcpuclockid; /proc/<server_pid>/stat otherwise).
  */
 #include "bench_common.h"
 
@@ -118,9 +118,14 @@ struct conn {
     double sent; /* when the current request was sent */
 };
 
-/* CPU seconds (user+sys, all threads) of another process, from /proc/<pid>/stat */
+/* CPU seconds (user+sys, all threads) of another process: its POSIX CPU-time clock
+   (nanoseconds), else /proc/<pid>/stat (clock ticks, 10 ms) */
 static double proc_cpu(long pid)
 {
+    clockid_t cid;
+    struct timespec ts;
+    if (clock_getcpuclockid((pid_t)pid, &cid) == 0 && clock_gettime(cid, &ts) == 0)
+        return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     char path[64], line[1024];
     snprintf(path, sizeof path, "/proc/%ld/stat", pid);
     FILE *f = fopen(path, "r");

@@ -1,6 +1,6 @@
 """W4 echo under concurrency: echo servers for many connections; they run until terminated.
 
-The load generator reads this server's CPU from /proc at the start and end of each point,
+The load generator reads this server's CPU clock at the start and end of each point,
 so these servers report nothing themselves.
 """
 
