@@ -18,8 +18,8 @@ __all__ = ["SocketBase", "adopt", "Factories", "factories_for", "EAGER_ALLOC_LIM
 #: only as bytes actually arrive, so a hostile or mistaken size cannot reserve memory.
 EAGER_ALLOC_LIMIT = 16 * 1024 * 1024
 
-#: Reads of at least this many bytes on TCP wait with SO_RCVLOWAT (one wake-up, not one
-#: per segment).
+#: Reads of at least this many bytes on TCP sockets with a timeout wait with SO_RCVLOWAT
+#: (one wake-up, not one per segment); blocking sockets use MSG_WAITALL instead.
 LOWAT_MIN = 64 * 1024
 
 

@@ -50,9 +50,10 @@ int fs_send_all(int fd, const char *buf, size_t len, int flags, int64_t deadline
  * Returns as fs_send_all. */
 int fs_sendv_all(int fd, struct iovec *iov, size_t iovcnt, int flags, int64_t deadline_ns, size_t *sent);
 
-/* Receive into buf[*got:len] until full. use_lowat: on TCP, wait with SO_RCVLOWAT set to
- * the bytes still missing, so the kernel wakes the reader once rather than per segment
- * (restored before returning). MSG_WAITALL is used on blocking waits without lowat.
+/* Receive into buf[*got:len] until full. Blocking sockets (FS_BLOCK) use one MSG_WAITALL
+ * recv. With a deadline, use_lowat (TCP) waits with SO_RCVLOWAT set to the bytes still
+ * missing, so poll() wakes the reader once rather than per segment (restored before
+ * returning).
  * Returns 0 when *got == len, FS_ERR_EOF if the peer closed first, else as fs_send_all. */
 int fs_recv_exact(int fd, char *buf, size_t len, int flags, int64_t deadline_ns, int use_lowat, size_t *got);
 

@@ -83,3 +83,18 @@ def recv_all(sock: stdsocket.socket, n: int, chunk: int = 65536) -> bytes:
         parts.append(data)
         got += len(data)
     return b"".join(parts)
+
+
+def subprocess_env(pure: str | None = None) -> dict[str, str]:
+    """Environment for a child interpreter that imports the same fastsock as these tests
+    (installed or in-place build, never a source tree in its working directory), with
+    FASTSOCK_PURE set to `pure` (or unset)."""
+    import os
+
+    import fastsock
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSOCK_")}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(fastsock.__file__)))
+    if pure is not None:
+        env["FASTSOCK_PURE"] = pure
+    return env

@@ -13,16 +13,14 @@ import textwrap
 import pytest
 
 import fastsock
+from sockutil import subprocess_env
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def run_python(code: str, **env: str) -> str:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSOCK_")}
+    full_env = subprocess_env()
     full_env.update(env)
-    # The child imports the same fastsock these tests use (installed or in-place build),
-    # never a source tree that happens to be the working directory.
-    full_env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(fastsock.__file__)))
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True, timeout=50)
     assert proc.returncode == 0, proc.stderr

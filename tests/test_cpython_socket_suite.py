@@ -3,7 +3,6 @@ with `socket.socket` replaced by fastsock's, on both backends."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import re
 import subprocess
@@ -12,16 +11,14 @@ import tempfile
 
 import pytest
 
-import fastsock
+from sockutil import subprocess_env
 
 SCRIPT = pathlib.Path(__file__).with_name("cpython_socket_suite.py")
 
 
 @pytest.mark.timeout(600)
 def test_cpython_socket_suite_passes(impl):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSOCK_")}
-    env["FASTSOCK_PURE"] = "1" if impl.__name__ == "fastsock._py" else "0"
-    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(fastsock.__file__)))
+    env = subprocess_env("1" if impl.__name__ == "fastsock._py" else "0")
     proc = subprocess.run([sys.executable, str(SCRIPT)], env=env, cwd=tempfile.gettempdir(),
                           capture_output=True, text=True, timeout=580)
     match = re.search(r"RESULT run=(\d+) failures=(\d+) errors=(\d+) skipped=(\d+) backend=(\w+)", proc.stdout)

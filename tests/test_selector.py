@@ -10,6 +10,7 @@ import resource
 import selectors
 import socket
 import threading
+import time
 import weakref
 
 import pytest
@@ -253,8 +254,11 @@ def test_modify_from_another_thread(sel):
         seen = []
 
         def waiter():
-            for _ in range(20):
-                for k, ev in sel.select(5):
+            # Bounded by time, not by a count of select() calls: the modify may land between
+            # the kernel's report and the key lookup of one call; a later call then sees it.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                for k, ev in sel.select(1):
                     if k.fileobj is a and ev == EVENT_WRITE:
                         seen.append(k)
                         return

@@ -190,6 +190,7 @@ def test_threads_each_with_their_own_socket(impl):
 def test_large_recv_exactly_over_tcp_uses_lowat_and_restores_it(impl):
     a, b = make_pair(impl, "tcp4")
     with a, b:
+        b.settimeout(20)  # a deadline: the poll()-based wait that uses SO_RCVLOWAT
         before = b.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVLOWAT)
         data = os.urandom(3 << 20)
 

@@ -1,0 +1,33 @@
+"""Every script in examples/ runs to completion on both backends and prints what it says."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from sockutil import subprocess_env
+
+EXAMPLES = sorted((pathlib.Path(__file__).resolve().parent.parent / "examples").glob("*.py"))
+EXPECTED = {
+    "echo_frames": "NOT MESSAGES",
+    "partial_progress": "peer left after 9 of 100 bytes",
+    "selector_echo": "20 clients echoed",
+}
+
+
+def test_every_example_is_checked():
+    assert sorted(p.stem for p in EXAMPLES) == sorted(EXPECTED)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs(impl, example):
+    env = subprocess_env("1" if impl.__name__ == "fastsock._py" else "0")
+    proc = subprocess.run([sys.executable, str(example)], env=env, cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    assert EXPECTED[example.stem] in proc.stdout
