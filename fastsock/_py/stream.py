@@ -225,6 +225,20 @@ class Stream:
             unpack = framing._struct.unpack_from  # type: ignore[attr-defined]
             width = framing.size
             limit_size = framing.max_size
+            if limit_size >= end and limit >= end // width:
+                # The common case, with two checks fewer per frame: no frame that fits in
+                # the buffer can exceed max_size, and max_frames cannot be reached.
+                last = end - width
+                while pos <= last:
+                    start = pos + width
+                    stop = start + unpack(data, pos)[0]
+                    if stop > end:
+                        break
+                    append(data[start:stop])
+                    pos = stop
+                del buf[:pos]
+                self._resume = 0
+                return frames
             count = 0
             while count < limit and end - pos >= width:
                 size = unpack(data, pos)[0]
