@@ -176,8 +176,8 @@ int fs_recv_exact(int fd, char *buf, size_t len, int flags, int64_t deadline_ns,
     /* A blocking socket lets the kernel gather everything in one MSG_WAITALL call; raising
      * and restoring SO_RCVLOWAT around it measured no faster (bench: W1), so lowat only
      * serves the poll()-based waits of sockets with a timeout. */
-    if (deadline_ns == FS_BLOCK)
-        use_lowat = 0;
+    if (deadline_ns == FS_BLOCK || deadline_ns == FS_NONBLOCK)
+        use_lowat = 0; /* nothing to wait for with lowat: blocking reads use MSG_WAITALL */
     int first_flags = (deadline_ns == FS_BLOCK && !use_lowat) ? (flags | MSG_WAITALL) : (flags | MSG_DONTWAIT);
     while (*got < len) {
         size_t want = len - *got;

@@ -280,3 +280,44 @@ def test_closed_socket_raises_ebadf(impl):
         with pytest.raises(OSError) as info:
             call()
         assert info.value.errno == errno.EBADF
+
+
+# --- flags ----------------------------------------------------------------------------------
+
+def test_msg_peek_is_refused_by_exact_reads(impl):
+    a, b = impl.socketpair()
+    with a, b:
+        a.sendall(b"0123456789")
+        with pytest.raises(ValueError):
+            b.recv_exactly(10, stdsocket.MSG_PEEK)
+        with pytest.raises(ValueError):
+            b.recv_into_exactly(bytearray(10), 0, stdsocket.MSG_PEEK)
+        assert b.recv_exactly(10) == b"0123456789"  # nothing consumed by the refused calls
+
+
+def test_msg_dontwait_makes_one_call_nonblocking(impl):
+    a, b = impl.socketpair()
+    with a, b:
+        a.sendall(b"abc")
+        with pytest.raises(BlockingIOError) as info:
+            b.recv_exactly(6, stdsocket.MSG_DONTWAIT)  # a blocking socket, but not this call
+        assert info.value.partial == b"abc"
+        assert b.gettimeout() is None
+        small_buffers(a, b)
+        with pytest.raises(BlockingIOError) as info:
+            a.sendall(b"z" * (4 << 20), stdsocket.MSG_DONTWAIT)
+        assert 0 < info.value.bytes_sent < 4 << 20
+        with pytest.raises(BlockingIOError):
+            a.sendall_many([b"z" * (1 << 20)] * 4, stdsocket.MSG_DONTWAIT)
+        b.settimeout(2)
+        a.settimeout(2)
+        assert a.gettimeout() == 2  # restored after the flag's call
+
+
+def test_sendall_many_copes_with_a_list_that_changes_afterwards(impl):
+    a, b = impl.socketpair()
+    with a, b:
+        parts = [b"one", b"two"]
+        assert a.sendall_many(parts) == 6
+        parts.append(b"three")  # the call held no reference into the list's storage
+        assert b.recv_exactly(6) == b"onetwo"

@@ -25,6 +25,8 @@ cdef extern from "Python.h":
 
 cdef extern from "sys/socket.h":
     const int MSG_NOSIGNAL
+    const int MSG_PEEK
+    const int MSG_DONTWAIT
     const int AF_INET
     const int AF_INET6
     const int SOCK_STREAM
@@ -45,6 +47,16 @@ cdef Py_ssize_t LOWAT_MIN = _LOWAT_MIN_PY
 # that build enums, far slower than reading the C struct field.
 cdef object _RAW_FAMILY = _stdsocket.SocketType.__dict__["family"]
 cdef object _RAW_TYPE = _stdsocket.SocketType.__dict__["type"]
+
+
+cdef inline int64_t _call_deadline(object sock, int flags, bint reading) except? -2:
+    """The deadline of one call: MSG_DONTWAIT makes this call non-blocking (as with the
+    stdlib); MSG_PEEK cannot make progress in a loop and is refused for exact reads."""
+    if reading and flags & MSG_PEEK:
+        raise ValueError("MSG_PEEK cannot be used with an exact read: every retry would peek the same bytes")
+    if flags & MSG_DONTWAIT:
+        return FS_NONBLOCK
+    return deadline_of(sock)
 
 
 cdef inline Py_ssize_t _size_arg(object n, str method) except -1:
@@ -114,7 +126,7 @@ class socket(_SocketBase):
         cdef int fd
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            deadline = deadline_of(self)
+            deadline = _call_deadline(self, cflags, False)
             fd = self.fileno()
             if fd < 0:
                 raise_ebadf()
@@ -151,6 +163,10 @@ class socket(_SocketBase):
             raise TypeError("sendall_many() takes an iterable of bytes-like objects, not a single "
                             f"{type(buffers).__name__}")
         seq = PySequence_Fast(buffers, "sendall_many() argument must be an iterable of bytes-like objects")
+        if type(seq) is list:
+            # Our own immutable copy: a finalizer run during PyObject_GetBuffer could
+            # otherwise resize the caller's list under the item pointer held below.
+            seq = tuple(seq)
         count = PySequence_Fast_GET_SIZE(seq)
         items = PySequence_Fast_ITEMS(seq)
         views = <Py_buffer *>PyMem_Calloc(count if count else 1, sizeof(Py_buffer))
@@ -166,7 +182,7 @@ class socket(_SocketBase):
                 iov[i].iov_base = views[i].buf
                 iov[i].iov_len = <size_t>views[i].len
                 total += <size_t>views[i].len
-            deadline = deadline_of(self)
+            deadline = _call_deadline(self, cflags, False)
             fd = self.fileno()
             if fd < 0:
                 raise_ebadf()
@@ -212,7 +228,7 @@ class socket(_SocketBase):
                 size = view.len
             elif size > view.len:
                 raise ValueError("buffer too small for requested bytes")
-            deadline = deadline_of(self)
+            deadline = _call_deadline(self, cflags, True)
             if size == 0:
                 if self.fileno() < 0:
                     raise_ebadf()
@@ -235,7 +251,7 @@ class socket(_SocketBase):
         `.partial`, so no byte is lost. Beyond 16 MiB, memory is taken only as bytes arrive."""
         cdef Py_ssize_t size = _size_arg(n, "recv_exactly")
         cdef int cflags = flags
-        cdef int64_t deadline = deadline_of(self)
+        cdef int64_t deadline = _call_deadline(self, cflags, True)
         cdef size_t got = 0
         cdef bint lowat = _use_lowat(self, size)
         if size == 0:

@@ -30,6 +30,8 @@ __all__ = [
 
 _MSG_WAITALL = getattr(_stdsocket, "MSG_WAITALL", 0)
 _MSG_NOSIGNAL = getattr(_stdsocket, "MSG_NOSIGNAL", 0)
+_MSG_DONTWAIT = getattr(_stdsocket, "MSG_DONTWAIT", 0)
+_MSG_PEEK = getattr(_stdsocket, "MSG_PEEK", 0)
 _IOV_MAX = 1024
 
 
@@ -56,6 +58,12 @@ def _writable_view(buffer: Any, method: str) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
+def _no_peek(flags: int) -> int:
+    if flags & _MSG_PEEK:
+        raise ValueError("MSG_PEEK cannot be used with an exact read: every retry would peek the same bytes")
+    return flags
+
+
 def _size(n: Any, method: str) -> int:
     size = operator.index(n)
     if size < 0:
@@ -68,12 +76,14 @@ def _size(n: Any, method: str) -> int:
 class _Deadline:
     """The socket's timeout turned into a deadline for one whole call (restores it at exit)."""
 
-    __slots__ = ("sock", "timeout", "deadline")
+    __slots__ = ("sock", "timeout", "deadline", "nonblocking")
 
-    def __init__(self, sock: _stdsocket.socket) -> None:
+    def __init__(self, sock: _stdsocket.socket, flags: int = 0) -> None:
         self.sock = sock
         self.timeout = sock.gettimeout()
-        self.deadline = None if not self.timeout else monotonic() + self.timeout
+        # MSG_DONTWAIT makes this one call non-blocking, as with the stdlib's recv/send.
+        self.nonblocking = bool(flags & _MSG_DONTWAIT) and self.timeout != 0
+        self.deadline = None if not self.timeout or self.nonblocking else monotonic() + self.timeout
 
     def arm(self) -> None:
         """Before each step: let the socket wait no longer than what is left of the deadline."""
@@ -82,9 +92,11 @@ class _Deadline:
             if left <= 0:
                 raise TimeoutError("timed out")
             _stdsocket.socket.settimeout(self.sock, left)
+        elif self.nonblocking:
+            _stdsocket.socket.settimeout(self.sock, 0.0)
 
     def restore(self) -> None:
-        if self.deadline is not None:
+        if self.deadline is not None or self.nonblocking:
             _stdsocket.socket.settimeout(self.sock, self.timeout)
 
 
@@ -131,7 +143,7 @@ class socket(SocketBase):
         total = len(view)
         moved: list[int] = []
         sent = 0
-        clock = _Deadline(self)
+        clock = _Deadline(self, flags)
         try:
             while sent < total:
                 clock.arm()
@@ -161,7 +173,7 @@ class socket(SocketBase):
         moved: list[int] = []
         sent = 0
         idx = 0  # first view not yet fully sent
-        clock = _Deadline(self)
+        clock = _Deadline(self, flags)
         try:
             while idx < len(views):
                 clock.arm()
@@ -185,7 +197,7 @@ class socket(SocketBase):
     def _fill(self, view: memoryview, moved: list[int], got: int, flags: int, clock: _Deadline) -> bool:
         """recv into view[got:] until full, recording each count in `moved`; False on EOF."""
         want = len(view)
-        if clock.timeout is None:
+        if clock.timeout is None and not clock.nonblocking:
             flags |= _MSG_WAITALL  # blocking: let the kernel gather the whole range
         while got < want:
             clock.arm()
@@ -200,7 +212,7 @@ class socket(SocketBase):
         EOF first raises IncompleteReadError; other failures carry `.bytes_received`."""
         view = _writable_view(buffer, "recv_into_exactly")
         size = _size(nbytes, "recv_into_exactly")
-        flags = operator.index(flags)
+        flags = _no_peek(operator.index(flags))
         if size == 0:
             size = len(view)
         elif size > len(view):
@@ -210,7 +222,7 @@ class socket(SocketBase):
         if size == 0:
             return 0
         moved: list[int] = []
-        clock = _Deadline(self)
+        clock = _Deadline(self, flags)
         try:
             complete = self._fill(view, moved, 0, flags, clock)
         except BaseException as exc:
@@ -227,13 +239,13 @@ class socket(SocketBase):
         other failures carry `.bytes_received` and `.partial`, so no byte is lost. Memory
         beyond 16 MiB is taken only as bytes arrive."""
         size = _size(n, "recv_exactly")
-        flags = operator.index(flags)
+        flags = _no_peek(operator.index(flags))
         _check_open(self)
         if size == 0:
             return b""
         buf = bytearray(min(size, EAGER_ALLOC_LIMIT))
         moved: list[int] = []
-        clock = _Deadline(self)
+        clock = _Deadline(self, flags)
         try:
             while True:
                 with memoryview(buf) as view:
