@@ -42,6 +42,8 @@ IMPLS: dict[str, Impl] = {
         Impl("fastsock-pure", "fastsock (python backend)", pure=True, fastsock=True),
         Impl("stdlib-naive", "stdlib naive"),
         Impl("stdlib-best", "stdlib best"),
+        Impl("stdlib-best-lowat", "stdlib best + SO_RCVLOWAT"),
+        Impl("fastsock-lowat", "fastsock (C) + SO_RCVLOWAT", fastsock=True),
         Impl("stdlib-makefile", "stdlib makefile"),
         Impl("threaded", "stdlib threads"),
         Impl("asyncio-streams", "asyncio streams"),
@@ -64,8 +66,9 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "W1", "bulk", "GB/s", 1e-9, "µs/MiB", 1e6 * MiB,
             full={"bytes": 2048 * MiB}, quick={"bytes": 256 * MiB}, limit_s=60,
-            impls=("c", "fastsock", "fastsock-pure", "stdlib-naive", "stdlib-best",
-                   "asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol"),
+            impls=("c", "fastsock", "fastsock-lowat", "fastsock-pure", "stdlib-naive", "stdlib-best",
+                   "stdlib-best-lowat", "asyncio-streams", "asyncio-protocol", "uvloop-streams",
+                   "uvloop-protocol"),
         ),
         Workload(
             "W2", "ping-pong", "round trips/s", 1.0, "µs/rt", 1e6,

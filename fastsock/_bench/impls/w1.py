@@ -119,7 +119,30 @@ def asyncio_protocol(kind: str) -> Callable[..., dict[str, Any]]:
     return run
 
 
+class _LowatListener:
+    """A listener whose accepted connections wake their reader once per CHUNK: SO_RCVLOWAT
+    set once for the connection's life (what the C reference receiver does). Any
+    implementation can do this; these rows show how much of W1 is that option."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        self._listener = listener
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        conn, addr = self._listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, CHUNK)
+        return conn, addr
+
+
+def with_lowat(server: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    def run(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+        return server(_LowatListener(listener), p, meter)
+
+    return run
+
+
 SERVERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "stdlib-best-lowat": with_lowat(stdlib_best),
+    "fastsock-lowat": with_lowat(fastsock_recv),
     "stdlib-naive": stdlib_naive,
     "stdlib-best": stdlib_best,
     "fastsock": fastsock_recv,
