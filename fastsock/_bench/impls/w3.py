@@ -80,7 +80,6 @@ def stdlib_best(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dic
             frames += 1
             nbytes += len(payload)
             head = end
-        payload = None  # no export may outlive the loop's compaction
     meter.stop()
     conn.close()
     return _result(frames, nbytes, p, head == tail)
