@@ -212,3 +212,28 @@ def test_recv_exactly_larger_than_eager_limit(impl):
         peer = Peer(lambda: a.sendall(data))
         assert b.recv_exactly(size) == data
         peer.join()
+
+
+def test_sendall_many_allocates_no_joined_copy(impl):
+    import tracemalloc
+
+    a, b = make_pair(impl, "tcp4")
+    with a, b:
+        parts = [bytes([i]) * 65536 for i in range(64)]  # 4 MiB in all
+        received = bytearray(64 * 65536)  # the reader allocates nothing while traced
+
+        def read_into():
+            view, got = memoryview(received), 0
+            while got < len(received):
+                got += stdsocket.socket.recv_into(b, view[got:])
+
+        tracemalloc.start()
+        try:
+            peer = Peer(read_into)
+            assert a.sendall_many(parts) == 64 * 65536
+            peer.join()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert received == b"".join(parts)
+        assert peak < 256 * 1024, f"sendall_many allocated {peak} bytes: a joined copy would be 4 MiB"
