@@ -5,6 +5,7 @@
 
 #include "fs_poll.h"
 #include "fs_compat.h"
+#include "fs_io.h" /* fs_now_ns: one monotonic clock for every deadline */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,18 +26,11 @@
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
-int64_t fs_poll_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int fs_poll_remaining_ms(int64_t deadline_ns)
 {
     if (deadline_ns < 0)
         return -1;
-    int64_t left = deadline_ns - fs_poll_now_ns();
+    int64_t left = deadline_ns - fs_now_ns();
     if (left <= 0)
         return 0;
     int64_t ms = (left + 999999) / 1000000; /* round up: wait at least the time asked */

@@ -118,7 +118,4 @@ int fs_poll_wait_collect(fs_poller *p, fs_poll_wait *w, int n);
  * -1 for deadline_ns < 0 (block), 0 once passed. */
 int fs_poll_remaining_ms(int64_t deadline_ns);
 
-/* CLOCK_MONOTONIC now, in ns. */
-int64_t fs_poll_now_ns(void);
-
 #endif /* FS_POLL_H */

@@ -7,7 +7,7 @@ from libc.string cimport strerror
 from cpython.exc cimport PyErr_CheckSignals
 
 from fastsock._c.includes.fs_io cimport (
-    FS_BLOCK, FS_NONBLOCK, FS_ERR_TIMEOUT, FS_ERR_EOF,
+    FS_BLOCK, FS_NONBLOCK, FS_ERR_TIMEOUT, FS_ERR_EOF, fs_now_ns,
     fs_deadline_from_timeout,
 )
 

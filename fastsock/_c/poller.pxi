@@ -17,7 +17,7 @@ from fastsock._c.includes.fs_poll cimport (
     fs_poll_event, fs_poller, fs_poll_wait,
     fs_poll_available, fs_poll_init, fs_poll_close, fs_poll_add, fs_poll_mod, fs_poll_del,
     fs_poll_has, fs_poll_wait_init, fs_poll_wait_free, fs_poll_wait_prepare, fs_poll_wait_run,
-    fs_poll_wait_collect, fs_poll_remaining_ms, fs_poll_now_ns,
+    fs_poll_wait_collect, fs_poll_remaining_ms,
 )
 
 import functools as _functools
@@ -266,7 +266,7 @@ cdef class Poller:
         cdef int run_ms = <int>ms if ms <= INT_MAX_ else INT_MAX_
         cdef int64_t deadline = -1
         if ms > 0:
-            deadline = fs_poll_now_ns() + ms * 1000000
+            deadline = fs_now_ns() + ms * 1000000
         while True:
             n = fs_poll_wait_prepare(&self._p, w, max_events)
             if n < 0:

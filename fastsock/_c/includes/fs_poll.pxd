@@ -41,4 +41,3 @@ cdef extern from "fs_poll.h" nogil:
     int fs_poll_wait_run(fs_poll_wait *w, int timeout_ms)
     int fs_poll_wait_collect(fs_poller *p, fs_poll_wait *w, int n)
     int fs_poll_remaining_ms(int64_t deadline_ns)
-    int64_t fs_poll_now_ns()
