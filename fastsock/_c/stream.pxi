@@ -538,14 +538,18 @@ cdef class Stream:
             got = held
             if size <= EAGER_ALLOC_LIMIT:
                 out = PyBytes_FromStringAndSize(NULL, size)
-                memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r), held)
+                if held:
+                    memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r), held)
                 if self._eof or self._direct(PyBytes_AS_STRING(out), size, &got, held):
                     self._consume(held)
                     raise IncompleteReadError(out[:got], size)
                 self._consume(held)
                 return out
-            grown = bytearray(EAGER_ALLOC_LIMIT)
-            memcpy(PyByteArray_AS_STRING(grown), fs_buffer_start(&self._r), held)
+            # Room for every held byte (more than 16 MiB may be buffered already, e.g. after
+            # read_until refused a long line); beyond that, memory comes as bytes arrive.
+            grown = bytearray(max(held, <size_t>EAGER_ALLOC_LIMIT))
+            if held:
+                memcpy(PyByteArray_AS_STRING(grown), fs_buffer_start(&self._r), held)
             while True:
                 if self._eof or self._direct(PyByteArray_AS_STRING(grown), len(grown), &got, held):
                     self._consume(held)
