@@ -266,18 +266,43 @@ cdef class Stream:
             self._fill(fr.total)
 
     cdef object _large_frame(self, fs_frame *fr):
-        """Receive the rest of a large header-announced payload directly into the result."""
+        """Receive the rest of a large header-announced payload directly into the result
+        (memory beyond max(held, 16 MiB) is taken only as the payload's bytes arrive: a
+        length prefix alone cannot make the Stream allocate its announced size)."""
         cdef size_t held = fs_buffer_len(&self._r)
-        cdef size_t have = held - fr.header
-        cdef size_t got = have
-        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>fr.payload)
-        memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r) + fr.header, have)
-        if self._direct(PyBytes_AS_STRING(out), fr.payload, &got, have):
-            partial = PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>fr.header) + out[:got]
+        cdef size_t got
+        out = self._receive_large(fr.header, fr.payload, &got)
+        if got != fr.payload:
+            partial = PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>fr.header) + out
             self._consume(held)
             raise IncompleteReadError(partial, fr.total)
         self._consume(held)
         return out
+
+    cdef object _receive_large(self, size_t skip, size_t size, size_t *got):
+        """The held bytes after the first `skip`, then bytes straight from the socket until
+        there are `size`: returns them as bytes, fewer (*got) if EOF comes first. The first
+        allocation holds max(held, min(size, 16 MiB)); beyond that memory grows as bytes
+        arrive. Consumes nothing; on an exception _direct keeps the received bytes buffered."""
+        cdef size_t have = fs_buffer_len(&self._r) - skip
+        cdef size_t first = max(have, min(size, <size_t>EAGER_ALLOC_LIMIT))
+        got[0] = have
+        if first >= size:
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+            if have:
+                memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r) + skip, have)
+            if self._eof or self._direct(PyBytes_AS_STRING(out), size, got, have):
+                return out[:got[0]]
+            return out
+        grown = bytearray(first)
+        if have:
+            memcpy(PyByteArray_AS_STRING(grown), fs_buffer_start(&self._r) + skip, have)
+        while True:
+            if self._eof or self._direct(PyByteArray_AS_STRING(grown), <size_t>len(grown), got, have):
+                return bytes(grown[:got[0]])
+            if got[0] == size:
+                return bytes(grown)
+            PyByteArray_Resize(grown, min(size, 2 * <size_t>len(grown)))
 
     cdef Py_ssize_t _drain(self, list out, Py_ssize_t limit) except -1:
         """Append every complete frame already buffered (at most `limit`) to `out`; no I/O.
@@ -535,29 +560,11 @@ cdef class Stream:
                 if not self._fill_to(size):
                     raise IncompleteReadError(self._take(fs_buffer_len(&self._r)), size)
                 return self._take(size)
-            got = held
-            if size <= EAGER_ALLOC_LIMIT:
-                out = PyBytes_FromStringAndSize(NULL, size)
-                if held:
-                    memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r), held)
-                if self._eof or self._direct(PyBytes_AS_STRING(out), size, &got, held):
-                    self._consume(held)
-                    raise IncompleteReadError(out[:got], size)
-                self._consume(held)
-                return out
-            # Room for every held byte (more than 16 MiB may be buffered already, e.g. after
-            # read_until refused a long line); beyond that, memory comes as bytes arrive.
-            grown = bytearray(max(held, <size_t>EAGER_ALLOC_LIMIT))
-            if held:
-                memcpy(PyByteArray_AS_STRING(grown), fs_buffer_start(&self._r), held)
-            while True:
-                if self._eof or self._direct(PyByteArray_AS_STRING(grown), len(grown), &got, held):
-                    self._consume(held)
-                    raise IncompleteReadError(bytes(grown[:got]), size)
-                if <Py_ssize_t>got == size:
-                    self._consume(held)
-                    return bytes(grown)
-                PyByteArray_Resize(grown, min(size, 2 * len(grown)))
+            out = self._receive_large(0, <size_t>size, &got)
+            self._consume(held)
+            if got != <size_t>size:
+                raise IncompleteReadError(out, size)
+            return out
         finally:
             self._busy = False
 
