@@ -68,3 +68,79 @@ def test_announced_size_alone_does_not_allocate_it(impl, how):
         assert error.expected == expected and error.partial == partial
         assert peak < 48 * MiB
         assert stream.buffered == 0 and stream.at_eof()
+
+
+def test_netstring_of_endless_zeros_is_refused_at_once(impl):
+    # b"000..." never exceeded max_size: each read rescanned the whole buffer (quadratic)
+    # until max_buffer filled. A leading zero is malformed by the netstring spec.
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        stream.framing = impl.Netstring()
+        stream.socket.settimeout(10)
+        writer = Peer(lambda: peer.sendall(b"0" * 100_000))
+        with pytest.raises(impl.FramingError):
+            stream.read_frame()
+        with pytest.raises(impl.FramingError):
+            stream.read_frames()
+        assert stream.buffered >= 2  # nothing consumed
+        writer.join()
+        assert stream.read_exactly(100_000) == b"0" * 100_000
+        stream.framing = impl.Netstring(max_size=9999)
+        peer.sendall(b"10000" + b"0" * 1000)
+        with pytest.raises(FrameTooLarge) as info:
+            stream.read_frame()
+        assert info.value.size == 10000
+        stream.discard(stream.buffered)
+        peer.sendall(b"0:,3:abc,")
+        assert stream.read_frames() == [b"", b"abc"]
+
+
+@pytest.mark.parametrize("header,error", [(b"9x", "FramingError"), (b"99", "FrameTooLarge"),
+                                          (b"x9", "FramingError")])
+def test_ascii_length_errors_agree(impl, header, error):
+    # Both backends: not all digits is malformed, even when the first digit already exceeds
+    # max_size; all digits above max_size is too large.
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        stream.framing = impl.AsciiLength(2, max_size=5)
+        peer.sendall(header + b"payload")
+        for call in (stream.read_frame, stream.read_frames, lambda: stream.read_frames(2)):
+            with pytest.raises((impl.FramingError, FrameTooLarge)) as info:
+                call()
+            assert type(info.value).__name__ == error
+        assert stream.buffered == 9
+
+
+def test_sizes_beyond_ssize_t_raise_overflow_error(impl):
+    stream, peer = raw_pair(impl)
+    huge = 1 << 70
+    with stream, peer:
+        stream.framing = impl.LengthPrefix()
+        peer.sendall(b"\x00\x00\x00\x01a")
+        assert stream.peek(0) == b""  # buffers the frame
+        for call in (stream.read, stream.read_exactly, stream.peek, stream.discard, stream.read_frames,
+                     stream.readline, lambda n: stream.read_until(b"a", limit=n)):
+            with pytest.raises(OverflowError):
+                call(huge)
+        for call in (stream.read, stream.read_exactly, stream.discard, stream.read_frames):
+            with pytest.raises(TypeError):
+                call(1.5)
+        assert stream.read_frames() == [b"a"]
+
+
+def test_error_messages_agree(impl):
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        for method in ("readinto", "read_exactly_into"):
+            with pytest.raises(TypeError) as info:
+                getattr(stream, method)(b"read-only")
+            assert str(info.value) == f"{method}() argument 'buffer' must be read-write bytes-like object, not bytes"
+        with pytest.raises(ValueError) as info:
+            stream.readline(-1)
+        assert str(info.value) == "negative buffersize in readline"
+        with pytest.raises(ValueError) as info:
+            stream.read_until(b"\n", limit=-1)
+        assert str(info.value) == "negative buffersize in read_until"
+        with pytest.raises(ValueError) as info:
+            stream.read_exactly(-1)
+        assert str(info.value) == "negative buffersize in read_exactly"

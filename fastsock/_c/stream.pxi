@@ -179,6 +179,9 @@ cdef class Stream:
         if room == 0:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
+        if <size_t>room > want:
+            room = <long>want  # ask what the pure twin asks: what is buffered stays the same
+
         fd = self._sock.fileno()
         while True:
             with nogil:
@@ -340,7 +343,7 @@ cdef class Stream:
         cdef size_t *lens = NULL
         if n == 0:
             raise ValueError("read_until() needs at least one delimiter")
-        lim = self._max_buffer if limit is None else _size_arg(limit, "read_until")
+        lim = self._max_buffer if limit is None else _size_arg(limit, "readline" if line else "read_until")
         for d in delims:
             if not isinstance(d, bytes):
                 raise TypeError(f"delimiters must be bytes, not {type(d).__name__}")
@@ -938,7 +941,8 @@ cdef int _get_writable_view(object buffer, Py_buffer *view, str method) except -
     try:
         PyObject_GetBuffer(buffer, view, PyBUF_WRITABLE)
     except (TypeError, BufferError):
-        raise TypeError(f"{method}() argument must be a read-write bytes-like object, "
+        # The wording of the pure twin (and of the stdlib's recv_into).
+        raise TypeError(f"{method}() argument 'buffer' must be read-write bytes-like object, "
                         f"not {type(buffer).__name__}") from None
     return 0
 
