@@ -144,3 +144,42 @@ def test_error_messages_agree(impl):
         with pytest.raises(ValueError) as info:
             stream.read_exactly(-1)
         assert str(info.value) == "negative buffersize in read_exactly"
+
+
+def test_fresh_stream_with_empty_buffers(impl):
+    # A Stream that never buffered anything owns no read memory (a NULL pointer in C):
+    # every copy of zero held bytes must be skipped, not done from NULL.
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        assert stream.read_exactly_into(bytearray()) == 0
+        assert stream.readinto(bytearray()) == 0
+        stream.framing = impl.Netstring()
+        stream.writelines([b"", bytearray(), memoryview(b""), b"ab"])
+        stream.write_frames([b"", bytearray(b"x" * 20_000), b""])
+        stream.flush()
+        expected = b"ab" + b"0:," + b"20000:" + b"x" * 20_000 + b",0:,"
+        got = b""
+        while len(got) < len(expected):
+            got += peer.recv(65536)
+        assert got == expected
+        peer.shutdown(stdsocket.SHUT_WR)
+        with pytest.raises(IncompleteReadError) as info:
+            stream.read_exactly(1 << 20)  # the direct path, nothing held
+        assert info.value.partial == b"" and info.value.expected == 1 << 20
+        buf = bytearray(100_000)
+        with pytest.raises(IncompleteReadError):
+            stream.read_exactly_into(buf)
+        assert stream.readinto(bytearray(10)) == 0
+
+
+def test_writelines_takes_a_snapshot_of_a_list(impl):
+    a, b = raw_pair(impl)
+    with a, b:
+        items = [b"a" * 20_000, bytearray(b"b" * 10), memoryview(b"c" * 30_000)]
+        a.writelines(items)
+        a.flush()
+        expected = b"a" * 20_000 + b"b" * 10 + b"c" * 30_000
+        got = b""
+        while len(got) < len(expected):
+            got += b.recv(65536)
+        assert got == expected and items[1] == bytearray(b"b" * 10)

@@ -8,6 +8,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
+from cpython.sequence cimport PySequence_Fast_GET_ITEM
 
 from fastsock._c.includes.fs_io cimport iovec, fs_sendv_all, fs_recv_exact, fs_recv_some
 from fastsock._c.includes.fs_buffer cimport (
@@ -464,20 +465,20 @@ cdef class Stream:
         cdef bint big = False
         cdef char hdr[FS_FRAME_HEADER_MAX]
         cdef const char *trailer = ""
-        cdef PyObject **items
         if isinstance(items_obj, (bytes, bytearray, memoryview, str)):
             raise TypeError(f"expected an iterable of bytes-like objects, not a single {type(items_obj).__name__}")
         if framed:
             trailer = fs_frame_trailer(&self._f, &tlen)
         seq = PySequence_Fast(items_obj, "expected an iterable of bytes-like objects")
+        if seq is items_obj and type(seq) is list:
+            seq = tuple(seq)  # the caller's list could change while its items export buffers
         count = PySequence_Fast_GET_SIZE(seq)
-        items = PySequence_Fast_ITEMS(seq)
         views = <Py_buffer *>PyMem_Calloc(count if count else 1, sizeof(Py_buffer))
         if views == NULL:
             raise MemoryError()
         try:
             for i in range(count):
-                PyObject_GetBuffer(<object>items[i], &views[i], PyBUF_SIMPLE)
+                PyObject_GetBuffer(<object>PySequence_Fast_GET_ITEM(seq, i), &views[i], PyBUF_SIMPLE)
                 acquired += 1
                 size = <size_t>views[i].len
                 if framed:  # validate every payload before sending any
@@ -510,12 +511,14 @@ cdef class Stream:
                     _add_iov(iov, &niov, staging + pos, hlen)
                     pos += hlen
                 if size <= COPY_MAX:
-                    memcpy(staging + pos, views[i].buf, size)
+                    if size:
+                        memcpy(staging + pos, views[i].buf, size)
                     _add_iov(iov, &niov, staging + pos, size)
                     pos += size
                 else:
                     _add_iov(iov, &niov, <char *>views[i].buf, size)
-                memcpy(staging + pos, trailer, tlen)
+                if tlen:
+                    memcpy(staging + pos, trailer, tlen)
                 _add_iov(iov, &niov, staging + pos, tlen)
                 pos += tlen
             self._gather(iov, niov)
@@ -603,7 +606,8 @@ cdef class Stream:
                         return n
                     self._fill(0)
                 k = min(<size_t>view.len, fs_buffer_len(&self._r))
-                memcpy(view.buf, fs_buffer_start(&self._r), k)
+                if k:  # an empty buffer may own no memory (NULL)
+                    memcpy(view.buf, fs_buffer_start(&self._r), k)
                 self._consume(k)
                 return k
             finally:
@@ -628,10 +632,12 @@ cdef class Stream:
                         raise IncompleteReadError(self._take(fs_buffer_len(&self._r)), size)
                     held = size
                 if held >= size:
-                    memcpy(view.buf, fs_buffer_start(&self._r), size)
+                    if size:  # an empty buffer may own no memory (NULL)
+                        memcpy(view.buf, fs_buffer_start(&self._r), size)
                     self._consume(size)
                     return size
-                memcpy(view.buf, fs_buffer_start(&self._r), held)
+                if held:
+                    memcpy(view.buf, fs_buffer_start(&self._r), held)
                 got = held
                 if self._eof or self._direct(<char *>view.buf, size, &got, held):
                     self._consume(held)
