@@ -3,14 +3,21 @@ of them once crashed, lost bytes, wasted memory or CPU, or made the backends dis
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
+import random
+import signal
 import socket as stdsocket
 import struct
+import threading
+import time
 import tracemalloc
 
 import pytest
 
 from fastsock import FrameTooLarge, IncompleteReadError
-from streamutil import Peer, raw_pair
+from streamutil import Peer, raw_pair, small_buffers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -183,3 +190,133 @@ def test_writelines_takes_a_snapshot_of_a_list(impl):
         while len(got) < len(expected):
             got += b.recv(65536)
         assert got == expected and items[1] == bytearray(b"b" * 10)
+
+
+class _Boom(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _raising_timer(period=0.0003):
+    """SIGALRM every `period` s whose handler raises _Boom while `state["armed"]`."""
+    state = {"armed": False}
+
+    def handler(*args):
+        if state["armed"]:
+            raise _Boom
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, period, period)
+    try:
+        yield state
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _call_recorded(state, call):
+    """call() with the handler armed; its result is stored inside C (starmap + extend) so a
+    _Boom raised right after it returns cannot drop it: [result], or [] if it raised."""
+    out: list = []
+    try:
+        state["armed"] = True
+        out.extend(itertools.starmap(call, [()]))
+    except _Boom:
+        pass
+    finally:
+        state["armed"] = False
+    return out
+
+
+needs_main_thread = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                                       reason="signals need the main thread")
+
+
+@needs_main_thread
+@pytest.mark.parametrize("how", ["read", "read_frame", "read_exactly"])
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_raising_signal_handler_loses_nothing_and_never_sticks(impl, how, timeout):
+    # A handler that raises at any moment (even right after recv returned, or inside the
+    # busy guard) must neither lose a byte nor leave the Stream busy.
+    stream, peer = raw_pair(impl)
+    rnd = random.Random(7)
+    lp = impl.LengthPrefix()
+    payloads = [rnd.randbytes(rnd.choice([1, 100, 5000, 200_000])) for _ in range(60)]
+    wire = b"".join(map(lp.encode, payloads)) if how == "read_frame" else b"".join(payloads)
+
+    def feed():
+        for i in range(0, len(wire), 65536):
+            peer.sendall(wire[i:i + 65536])
+            time.sleep(0.0001)
+        peer.shutdown(stdsocket.SHUT_WR)
+
+    with stream, peer:
+        stream.framing = lp
+        stream.socket.settimeout(timeout)
+        call = {"read": functools.partial(stream.read, 4096), "read_frame": stream.read_frame,
+                "read_exactly": functools.partial(stream.read_exactly, 70_000)}[how]
+        got: list[bytes] = []
+        writer = Peer(feed)
+        with _raising_timer() as state:
+            for _ in range(1_000_000):
+                try:
+                    out = _call_recorded(state, call)
+                except IncompleteReadError as exc:  # the tail of read_exactly
+                    got.append(exc.partial)
+                    break
+                except EOFError:  # read_frame at the end
+                    break
+                if out:
+                    if not out[0]:
+                        break
+                    got.append(out[0])
+        writer.join()
+        if how == "read_frame":
+            assert got == payloads
+        else:
+            assert b"".join(got) == wire
+        assert stream.buffered == 0
+
+
+@needs_main_thread
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_raising_signal_handler_never_sends_twice(impl, timeout):
+    # Numbered records written under a raising handler: each record reaches the peer
+    # whole, at most once, in order; every write that returned normally is there.
+    stream, peer = raw_pair(impl)
+    small_buffers(stream.socket, peer)
+    rnd = random.Random(11)
+    records = [struct.pack(">II", i, size) + bytes([i % 251]) * size
+               for i, size in enumerate(rnd.choice([10, 3000, 40_000]) for _ in range(400))]
+
+    def drain():
+        chunks = []
+        while True:
+            data = peer.recv(65536)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+            time.sleep(0.0002)
+
+    with stream, peer:
+        stream.socket.settimeout(timeout)
+        reader = Peer(drain)
+        returned = set()
+        with _raising_timer() as state:
+            for i, record in enumerate(records):
+                if _call_recorded(state, functools.partial(stream.write, record)):
+                    returned.add(i)
+            for _ in range(10_000):  # what a raise left queued goes out now
+                if _call_recorded(state, stream.flush) and stream.pending == 0:
+                    break
+        stream.shutdown_write()
+        received = reader.join()
+    seen = []
+    pos = 0
+    while pos < len(received):
+        index, size = struct.unpack_from(">II", received, pos)
+        assert received[pos:pos + 8 + size] == records[index], f"record {index} damaged"
+        seen.append(index)
+        pos += 8 + size
+    assert seen == sorted(set(seen)), "a record was sent twice or out of order"
+    assert returned <= set(seen)

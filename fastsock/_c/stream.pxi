@@ -163,6 +163,14 @@ cdef class Stream:
         self._consume(n)
         return out
 
+    cdef object _incomplete(self, size_t n, object expected):
+        """IncompleteReadError holding the first n buffered bytes, consumed only once it
+        exists: its __init__ is Python code, where a signal handler's exception could strike
+        (and would lose bytes already consumed)."""
+        exc = IncompleteReadError(PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>n), expected)
+        self._consume(n)
+        return exc
+
     cdef Py_ssize_t _fill(self, size_t need) except -1:
         """One recv into the buffer's free space (room for `need` held bytes if larger than
         read_size), waiting per the deadline. Returns the byte count, 0 at EOF."""
@@ -260,8 +268,7 @@ cdef class Stream:
             if self._eof:
                 if held == 0:
                     return None
-                partial = self._take(held)
-                raise IncompleteReadError(partial, fr.total if fr.total else None)
+                raise self._incomplete(held, fr.total if fr.total else None)
             if fr.total and fr.header + fr.payload == fr.total and fr.total - held >= <size_t>self._read_size:
                 return self._large_frame(&fr)  # a big payload: straight into its bytes object
             if fr.total > <size_t>self._max_buffer:
@@ -278,8 +285,9 @@ cdef class Stream:
         out = self._receive_large(fr.header, fr.payload, &got)
         if got != fr.payload:
             partial = PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>fr.header) + out
+            exc = IncompleteReadError(partial, fr.total)  # Python code: before consuming
             self._consume(held)
-            raise IncompleteReadError(partial, fr.total)
+            raise exc
         self._consume(held)
         return out
 
@@ -375,10 +383,9 @@ cdef class Stream:
                 if held >= <size_t>lim + maxlen:
                     raise FrameTooLarge(held, lim, f"no delimiter within {lim} bytes")
                 if self._eof:
-                    partial = self._take(held)
                     if line:
-                        return partial
-                    raise IncompleteReadError(partial, None)
+                        return self._take(held)
+                    raise self._incomplete(held, None)
                 resume = held - (maxlen - 1) if held >= maxlen - 1 else 0
                 self._fill(0)
         finally:
@@ -564,12 +571,14 @@ cdef class Stream:
                 return self._take(size)
             if size <= self._max_buffer and <size_t>size - held < <size_t>self._read_size:
                 if not self._fill_to(size):
-                    raise IncompleteReadError(self._take(fs_buffer_len(&self._r)), size)
+                    raise self._incomplete(fs_buffer_len(&self._r), size)
                 return self._take(size)
             out = self._receive_large(0, <size_t>size, &got)
-            self._consume(held)
             if got != <size_t>size:
-                raise IncompleteReadError(out, size)
+                exc = IncompleteReadError(out, size)  # Python code: before consuming
+                self._consume(held)
+                raise exc
+            self._consume(held)
             return out
         finally:
             self._busy = False
@@ -629,7 +638,7 @@ cdef class Stream:
                 held = fs_buffer_len(&self._r)
                 if held < size and size <= <size_t>self._max_buffer and size - held < <size_t>self._read_size:
                     if not self._fill_to(size):
-                        raise IncompleteReadError(self._take(fs_buffer_len(&self._r)), size)
+                        raise self._incomplete(fs_buffer_len(&self._r), size)
                     held = size
                 if held >= size:
                     if size:  # an empty buffer may own no memory (NULL)
@@ -640,8 +649,9 @@ cdef class Stream:
                     memcpy(view.buf, fs_buffer_start(&self._r), held)
                 got = held
                 if self._eof or self._direct(<char *>view.buf, size, &got, held):
+                    exc = IncompleteReadError(PyBytes_FromStringAndSize(<char *>view.buf, <Py_ssize_t>got), size)
                     self._consume(held)
-                    raise IncompleteReadError(PyBytes_FromStringAndSize(<char *>view.buf, <Py_ssize_t>got), size)
+                    raise exc
                 self._consume(held)
                 return size
             finally:

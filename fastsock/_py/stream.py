@@ -91,8 +91,10 @@ class Stream:
         self._closed = False
         self._busy = False
         self._clock: Optional[_Deadline] = None
-        # A large frame being received straight into its result: (result, start, progress).
-        self._landing: Optional[tuple[bytearray, int, list[int]]] = None
+        # Bytes being received straight into a result: (result, start, progress).
+        self._landing: Optional[tuple[Any, int, list[int]]] = None
+        # A gather send in progress: (parts, counts sent).
+        self._sending: Optional[tuple[list[Any], list[int]]] = None
 
     @classmethod
     def from_fd(cls, fd: int, **options: Any) -> "Stream":
@@ -103,7 +105,8 @@ class Stream:
     # -- plumbing ---------------------------------------------------------------------
     #
     # Every public method that does I/O starts with
-    #     if self._busy or self._closed or self._clock is not None or self._landing is not None:
+    #     if (self._busy or self._closed or self._clock is not None or self._landing is not None
+    #             or self._sending is not None):
     #         self._refuse()
     #     self._busy = True
     # (no call between the test and the store: atomic under the GIL, and no signal handler
@@ -125,6 +128,7 @@ class Stream:
         if self._closed:
             raise OSError(errno.EBADF, "I/O operation on a closed Stream")
         self._land()
+        self._settle()
         self._disarm()
 
     def _disarm(self) -> None:
@@ -190,7 +194,7 @@ class Stream:
     def _direct(self, dst: memoryview, prog: list[int]) -> bool:
         """recv_into dst from prog[0] on until it is full; True when full, False at EOF.
         prog[0] counts the bytes in dst; a count that a signal handler's exception kept from
-        being added waits in prog[1]: sum(prog) is always exact (see _keep)."""
+        being added waits in prog[1]: sum(prog) is always exact (see _land)."""
         size = len(dst)
         sock = self._sock
         while prog[0] < size:
@@ -219,19 +223,27 @@ class Stream:
             out += bytes(min(size, 2 * len(out)) - len(out))
         return False
 
-    def _keep(self, dst: Any, start: int, prog: list[int]) -> None:
-        """After an exception: the bytes received into dst[start:] join the read buffer
-        (whose held bytes were copied to dst[:start] without being consumed)."""
-        got = sum(prog)
-        if got > start:
-            self._rbuf += dst[start:got]
-
     def _land(self) -> None:
-        """After an exception: keep what a large frame received straight into its result."""
+        """After an exception: the bytes received straight into a result (dst[start:], the
+        held bytes having been copied to dst[:start] without being consumed) join the read
+        buffer. The append and the reset are two plain statements: done once, or not at all
+        (then the next call's entry does it)."""
         landing = self._landing
-        self._landing = None
         if landing is not None:
-            self._keep(*landing)
+            dst, start, prog = landing
+            chunk = dst[start:sum(prog)]
+            self._rbuf += chunk
+            self._landing = None
+
+    def _settle(self) -> None:
+        """After a failed gather send: exactly the unsent bytes become the write queue (the
+        same all-or-nothing way as _land)."""
+        sending = self._sending
+        if sending is not None:
+            parts, moved = sending
+            rest = _unsent(parts, sum(moved))
+            self._wbuf = rest
+            self._sending = None
 
     def _need_framing(self) -> Framing:
         if self._framing is None:
@@ -275,7 +287,7 @@ class Stream:
         out = bytearray(min(payload, max(have, _FRAME_GROW_FROM)))
         out[:have] = memoryview(buf)[header:]
         prog = [have]
-        self._landing = (out, have, prog)
+        self._landing = (out, have, prog)  # until consumed: see _land
         try:
             complete = self._receive(out, payload, prog)
             result = bytes(out) if complete else bytes(buf[:header]) + bytes(out[:prog[0]])
@@ -380,12 +392,14 @@ class Stream:
         unsent bytes stay queued: nothing lost, nothing sent twice."""
         parts = [bytes(self._wbuf), *extra] if self._wbuf else list(extra)
         moved: list[int] = []
+        self._sending = (parts, moved)  # until settled: see _settle
         try:
             self._send_all(parts, moved)
+            del self._wbuf[:]  # sent: the queue empties with no call in between
+            self._sending = None
         except BaseException:
-            self._wbuf = _unsent(parts, sum(moved))
+            self._settle()
             raise
-        self._wbuf = bytearray()
 
     def _send_all(self, parts: list[Any], moved: list[int]) -> None:
         views = [memoryview(p) for p in parts if len(p)]
@@ -452,7 +466,8 @@ class Stream:
     def read(self, n: Optional[int] = -1) -> bytes:
         """Up to n bytes: what is buffered, else one recv (b"" at EOF). n < 0 reads to EOF
         (FrameTooLarge if more than max_buffer bytes arrive first)."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -485,7 +500,8 @@ class Stream:
         """Exactly n bytes. EOF first raises IncompleteReadError (.partial, .expected); on
         timeout or error every byte received stays buffered for the next call."""
         size = _size(n, "read_exactly")
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -507,6 +523,7 @@ class Stream:
             result = bytearray(max(held, min(size, EAGER_ALLOC_LIMIT)))
             result[:held] = buf
             prog = [held]
+            self._landing = (result, held, prog)  # until consumed: see _land
             try:
                 complete = self._receive(result, size, prog)
                 out = bytes(result) if complete else b""
@@ -514,10 +531,11 @@ class Stream:
                 if self._clock is not None:
                     self._disarm()
             except BaseException:
-                self._keep(result, held, prog)
+                self._land()
                 raise
             del buf[:held]
             self._resume = 0
+            self._landing = None
             if exc is not None:
                 raise exc
             return out
@@ -532,7 +550,8 @@ class Stream:
         """Fill `buffer` with what is buffered, else one recv (straight into `buffer` when it is
         at least read_size bytes); returns the count, 0 at EOF."""
         view = _writable_view(buffer, "readinto")
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -574,7 +593,8 @@ class Stream:
         timeout or error every byte received stays buffered (the buffer's contents are then
         unspecified)."""
         view = _writable_view(buffer, "read_exactly_into")
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -594,16 +614,18 @@ class Stream:
                 return size
             view[:held] = buf
             prog = [held]
+            self._landing = (view, held, prog)  # until consumed: see _land
             try:
                 complete = False if self._eof else self._direct(view, prog)
                 exc = None if complete else IncompleteReadError(bytes(view[:prog[0]]), size)
                 if self._clock is not None:
                     self._disarm()
             except BaseException:
-                self._keep(view, held, prog)
+                self._land()
                 raise
             del buf[:held]
             self._resume = 0
+            self._landing = None
             if exc is not None:
                 raise exc
             return size
@@ -618,7 +640,8 @@ class Stream:
         """One line, ending with b"\\n" (at EOF: the rest, possibly without it; b"" when
         nothing is left). More than `limit` bytes (default max_buffer) before the newline
         raise FrameTooLarge, with every byte still buffered."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -643,7 +666,8 @@ class Stream:
         raises IncompleteReadError (.partial holds the rest)."""
         delims = delimiter if isinstance(delimiter, tuple) else (delimiter,)
         delims = tuple(bytes(d) if isinstance(d, (bytearray, memoryview)) else d for d in delims)
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -663,7 +687,8 @@ class Stream:
     def peek(self, n: Optional[int] = -1) -> bytes:
         """Up to n buffered bytes (n < 0: all) without consuming them; reads the socket once
         only if nothing is buffered."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -684,7 +709,8 @@ class Stream:
         """Drop up to n buffered bytes (no I/O); returns how many were dropped. Use it to
         skip past a frame refused by FrameTooLarge or FramingError."""
         size = _size(n, "discard")
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -701,7 +727,8 @@ class Stream:
         IncompleteReadError (.partial: the frame's bytes so far, .expected: its length if
         known) at EOF inside one; FrameTooLarge or FramingError, with the bytes left
         buffered, for a frame that is too large or malformed."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -734,7 +761,8 @@ class Stream:
             limit = _size(max_frames, "read_frames")
             if limit == 0:
                 raise ValueError("max_frames must be >= 1")
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -768,7 +796,8 @@ class Stream:
 
     def __next__(self) -> bytes:
         """The next frame; StopIteration at a clean EOF between frames."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -815,7 +844,8 @@ class Stream:
         send fails (timeout, would-block, error), the unsent bytes stay queued: nothing is
         lost, nothing needs resending; call flush() to continue."""
         view = _readable_view(data)
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -833,7 +863,8 @@ class Stream:
     def writelines(self, lines: Iterable[Any]) -> None:
         """write() every bytes-like object of `lines`, with one gather send if they do not all
         fit the write queue."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -851,7 +882,8 @@ class Stream:
         framing's max_size, FramingError for a payload it cannot carry; failures of the
         send itself keep the unsent bytes queued (see write)."""
         view = _readable_view(payload)
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -877,7 +909,8 @@ class Stream:
         """Queue one frame per payload; if they do not fit the write queue, send the queue and
         every frame with one gather send (small payloads joined, large ones sent from their
         own memory). Every payload is validated before anything is sent."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -893,7 +926,8 @@ class Stream:
     def flush(self) -> None:
         """Send every queued byte (the timeout is a deadline for the whole flush). On failure
         the unsent bytes stay queued; call flush() again to resume."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -909,7 +943,8 @@ class Stream:
         """Flush, then send `count` bytes (None: to the end) of binary `file` from `offset`,
         with os.sendfile (zero-copy) where the file has a descriptor. Returns the bytes sent;
         a failure carries `.bytes_sent`. The file position ends after the last byte sent."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -924,7 +959,8 @@ class Stream:
 
     def shutdown_write(self) -> None:
         """Flush, then half-close: the peer sees EOF, and this side can still read to EOF."""
-        if self._busy or self._closed or self._clock is not None or self._landing is not None:
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
             self._refuse()
         self._busy = True
         try:
@@ -946,6 +982,7 @@ class Stream:
             raise RuntimeError(_BUSY)
         self._busy = True
         try:
+            self._settle()
             if self._wbuf and self._sock.fileno() >= 0:
                 self._flush()
         finally:
@@ -953,6 +990,7 @@ class Stream:
             self._rbuf = bytearray()
             self._wbuf = bytearray()
             self._landing = None
+            self._sending = None
             try:
                 self._disarm()
             finally:
