@@ -36,6 +36,9 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 #: Largest `max_size` any framing accepts (keeps every size computation exact in C).
 SIZE_LIMIT = 1 << 60
 
+# FrameTooLarge.size is saturated here, like the C scanners' uint64_t.
+_U64_MAX = (1 << 64) - 1
+
 # Kind codes shared with src_c/fs_frame.h (FS_FRAMING_*).
 _LENGTH, _VARINT, _DELIMITER, _FIXED, _ASCII, _NETSTRING = 1, 2, 3, 4, 5, 6
 
@@ -273,7 +276,9 @@ class FixedLength(Framing):
 
 class AsciiLength(Framing):
     """The length as `width` zero-padded ASCII digits, then the payload (the HOWTO's
-    "length as 5 numeric characters")."""
+    "length as 5 numeric characters"). A header that is not all digits raises
+    FramingError (as soon as a non-digit shows); an all-digit one above `max_size` raises
+    FrameTooLarge."""
 
     __slots__ = ("width",)
     _kind = _ASCII
@@ -299,14 +304,17 @@ class AsciiLength(Framing):
             return -1, 0, 0
         size = int(digits)
         if size > self.max_size:
-            raise FrameTooLarge(size, self.max_size)
+            raise FrameTooLarge(min(size, _U64_MAX), self.max_size)  # saturated like fs_frame.c
         if end - start < width + size:
             return -1, width + size, width
         return width, size, width + size
 
 
 class Netstring(Framing):
-    """D. J. Bernstein's netstrings: b"<decimal length>:<payload>,"."""
+    """D. J. Bernstein's netstrings: b"<decimal length>:<payload>,". As the spec says, a
+    length has no leading zeros (b"0:," is the empty payload): b"00..." raises FramingError
+    at its second byte, and a length longer than `max_size` in digits raises FrameTooLarge
+    at the digit that exceeds it, so a hostile header costs a bounded scan."""
 
     __slots__ = ()
     _kind = _NETSTRING
@@ -321,6 +329,8 @@ class Netstring(Framing):
     def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
         limit = self.max_size
         size = 0
+        if end - start >= 2 and buf[start] == 48 and 48 <= buf[start + 1] <= 57:
+            raise FramingError("netstring length has a leading zero")
         for i in range(start, end):
             byte = buf[i]
             if 48 <= byte <= 57:

@@ -25,8 +25,9 @@ void fs_buffer_init(fs_buffer *b);
 void fs_buffer_free(fs_buffer *b);
 
 static inline size_t fs_buffer_len(const fs_buffer *b) { return b->tail - b->head; }
-static inline char *fs_buffer_start(const fs_buffer *b) { return b->data + b->head; }
-static inline char *fs_buffer_end(const fs_buffer *b) { return b->data + b->tail; }
+/* NULL (not NULL + 0, which C leaves undefined) while the buffer owns no memory. */
+static inline char *fs_buffer_start(const fs_buffer *b) { return b->data ? b->data + b->head : NULL; }
+static inline char *fs_buffer_end(const fs_buffer *b) { return b->data ? b->data + b->tail : NULL; }
 static inline size_t fs_buffer_room(const fs_buffer *b) { return b->cap - b->tail; }
 
 /* Drop the first n held bytes (clamped to what is held). */

@@ -32,8 +32,9 @@ int fs_framing_check(const fs_framing *f)
     }
     case FS_FRAMING_DELIMITER:
         return (f->delim != NULL && f->delim_len > 0) ? 0 : -EINVAL;
-    case FS_FRAMING_VARINT:
     case FS_FRAMING_FIXED:
+        return f->max_size >= 1 ? 0 : -EINVAL; /* a 0-byte frame would never consume input */
+    case FS_FRAMING_VARINT:
     case FS_FRAMING_NETSTRING:
         return 0;
     default:
@@ -112,12 +113,21 @@ static int scan_ascii(const fs_framing *f, const unsigned char *p, size_t len, f
         fr->total = 0;
         return FS_FRAME_PARTIAL;
     }
-    uint64_t v = 0;
-    for (unsigned i = 0; i < w; i++) {
+    /* A header that is not all digits is malformed, whatever its digits so far say (the
+     * pure twin, framing.py, checks in the same order). */
+    for (unsigned i = 0; i < w; i++)
         if (p[i] < '0' || p[i] > '9')
             return FS_FRAME_MALFORMED;
+    uint64_t v = 0;
+    for (unsigned i = 0; i < w; i++) {
         v = v * 10 + (uint64_t)(p[i] - '0'); /* v <= max_size <= 2^60 before: no overflow */
         if (v > f->max_size) {
+            /* Report the whole value, saturated at UINT64_MAX (20 digits may not fit),
+             * as framing.py does. */
+            for (unsigned j = i + 1; j < w; j++) {
+                uint64_t d = (uint64_t)(p[j] - '0');
+                v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+            }
             fr->size = v;
             return FS_FRAME_TOO_LARGE;
         }
@@ -128,6 +138,11 @@ static int scan_ascii(const fs_framing *f, const unsigned char *p, size_t len, f
 static int scan_netstring(const fs_framing *f, const unsigned char *p, size_t len, fs_frame *fr)
 {
     uint64_t v = 0;
+    /* No leading zeros (the netstring spec forbids them): with them, a peer could send
+     * endless "000..." that never exceeds max_size, each read rescanning it all. Without
+     * them, a length is over max_size by its (len(str(max_size)) + 1)-th digit. */
+    if (len >= 2 && p[0] == '0' && p[1] >= '0' && p[1] <= '9')
+        return FS_FRAME_MALFORMED;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = p[i];
         if (c >= '0' && c <= '9') {

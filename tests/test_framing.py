@@ -94,3 +94,29 @@ def test_limits_and_malformed():
     with pytest.raises(FrameTooLarge):
         Netstring(max_size=5).decode(b"123")
     assert isinstance(FramingError("x"), ValueError)
+
+
+def test_netstring_leading_zeros_and_long_lengths_are_refused_at_once():
+    # The spec forbids leading zeros; with them, b"000..." never exceeded max_size and
+    # every read rescanned it all.
+    assert Netstring().decode(b"0:,") == (b"", 3)
+    assert Netstring().decode(b"0") is None
+    for wire in (b"00", b"00:,", b"01:a,", b"0" * 100_000):
+        with pytest.raises(FramingError):
+            Netstring().decode(wire)
+    with pytest.raises(FrameTooLarge) as info:
+        Netstring(max_size=9999).decode(b"10000" + b"0" * 100_000)
+    assert info.value.size == 10000
+
+
+def test_ascii_length_malformed_before_too_large():
+    # One rule for both backends: a header that is not all digits is a FramingError even
+    # when its first digits already exceed max_size; an all-digit one is FrameTooLarge.
+    with pytest.raises(FramingError):
+        AsciiLength(2, max_size=5).decode(b"9x")
+    with pytest.raises(FrameTooLarge) as info:
+        AsciiLength(5, max_size=100).decode(b"99999")
+    assert info.value.size == 99999
+    with pytest.raises(FrameTooLarge) as info:
+        AsciiLength(20, max_size=1 << 60).decode(b"9" * 20)
+    assert info.value.size == (1 << 64) - 1  # saturated, as the C scanner reports it

@@ -141,6 +141,19 @@ def test_peer_half_closes_mid_frame(impl):
         assert peer.recv(100) == b"still writable"
 
 
+def _raise_until_buffered(stream, size, call, error):
+    """Call `call` (it must raise `error`: the peer sent less than it needs) until the
+    `size` bytes the peer sent are all buffered; bounded in count and time, no fixed sleep."""
+    deadline = time.monotonic() + 10
+    for _ in range(500):
+        with pytest.raises(error):
+            call()
+        if stream.buffered >= size or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert stream.buffered == size
+
+
 @pytest.mark.parametrize("timeout,error", [(0.2, TimeoutError), (0, BlockingIOError)])
 def test_read_interrupted_mid_frame_loses_nothing(impl, timeout, error):
     stream, peer = raw_pair(impl, "tcp4")
@@ -149,9 +162,7 @@ def test_read_interrupted_mid_frame_loses_nothing(impl, timeout, error):
         stream.socket.settimeout(timeout)
         frame = impl.LengthPrefix().encode(b"0123456789" * 10)
         peer.sendall(frame[:37])
-        time.sleep(0.05)
-        with pytest.raises(error):
-            stream.read_frame()
+        _raise_until_buffered(stream, 37, stream.read_frame, error)
         with pytest.raises(error):
             stream.read_frames()
         assert stream.buffered == 37
@@ -168,9 +179,8 @@ def test_large_reads_interrupted_lose_nothing(impl, timeout, error):
     with stream, peer:
         stream.socket.settimeout(timeout)
         peer.sendall(data[:100_000])
-        time.sleep(0.05)
-        with pytest.raises(error):
-            stream.read_exactly(len(data))  # the direct path: bytes go to the result first
+        # the direct path: bytes go to the result first, and back to the buffer on failure
+        _raise_until_buffered(stream, 100_000, lambda: stream.read_exactly(len(data)), error)
         buf = bytearray(len(data))
         with pytest.raises(error):
             stream.read_exactly_into(buf)

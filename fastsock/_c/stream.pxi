@@ -8,6 +8,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
+from cpython.sequence cimport PySequence_Fast_GET_ITEM
 
 from fastsock._c.includes.fs_io cimport iovec, fs_sendv_all, fs_recv_exact, fs_recv_some
 from fastsock._c.includes.fs_buffer cimport (
@@ -162,6 +163,14 @@ cdef class Stream:
         self._consume(n)
         return out
 
+    cdef object _incomplete(self, size_t n, object expected):
+        """IncompleteReadError holding the first n buffered bytes, consumed only once it
+        exists: its __init__ is Python code, where a signal handler's exception could strike
+        (and would lose bytes already consumed)."""
+        exc = IncompleteReadError(PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>n), expected)
+        self._consume(n)
+        return exc
+
     cdef Py_ssize_t _fill(self, size_t need) except -1:
         """One recv into the buffer's free space (room for `need` held bytes if larger than
         read_size), waiting per the deadline. Returns the byte count, 0 at EOF."""
@@ -179,6 +188,9 @@ cdef class Stream:
         if room == 0:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
+        if <size_t>room > want:
+            room = <long>want  # ask what the pure twin asks: what is buffered stays the same
+
         fd = self._sock.fileno()
         while True:
             with nogil:
@@ -256,8 +268,7 @@ cdef class Stream:
             if self._eof:
                 if held == 0:
                     return None
-                partial = self._take(held)
-                raise IncompleteReadError(partial, fr.total if fr.total else None)
+                raise self._incomplete(held, fr.total if fr.total else None)
             if fr.total and fr.header + fr.payload == fr.total and fr.total - held >= <size_t>self._read_size:
                 return self._large_frame(&fr)  # a big payload: straight into its bytes object
             if fr.total > <size_t>self._max_buffer:
@@ -266,18 +277,44 @@ cdef class Stream:
             self._fill(fr.total)
 
     cdef object _large_frame(self, fs_frame *fr):
-        """Receive the rest of a large header-announced payload directly into the result."""
+        """Receive the rest of a large header-announced payload directly into the result
+        (memory beyond max(held, 16 MiB) is taken only as the payload's bytes arrive: a
+        length prefix alone cannot make the Stream allocate its announced size)."""
         cdef size_t held = fs_buffer_len(&self._r)
-        cdef size_t have = held - fr.header
-        cdef size_t got = have
-        out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>fr.payload)
-        memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r) + fr.header, have)
-        if self._direct(PyBytes_AS_STRING(out), fr.payload, &got, have):
-            partial = PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>fr.header) + out[:got]
+        cdef size_t got
+        out = self._receive_large(fr.header, fr.payload, &got)
+        if got != fr.payload:
+            partial = PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>fr.header) + out
+            exc = IncompleteReadError(partial, fr.total)  # Python code: before consuming
             self._consume(held)
-            raise IncompleteReadError(partial, fr.total)
+            raise exc
         self._consume(held)
         return out
+
+    cdef object _receive_large(self, size_t skip, size_t size, size_t *got):
+        """The held bytes after the first `skip`, then bytes straight from the socket until
+        there are `size`: returns them as bytes, fewer (*got) if EOF comes first. The first
+        allocation holds max(held, min(size, 16 MiB)); beyond that memory grows as bytes
+        arrive. Consumes nothing; on an exception _direct keeps the received bytes buffered."""
+        cdef size_t have = fs_buffer_len(&self._r) - skip
+        cdef size_t first = max(have, min(size, <size_t>EAGER_ALLOC_LIMIT))
+        got[0] = have
+        if first >= size:
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+            if have:
+                memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r) + skip, have)
+            if self._eof or self._direct(PyBytes_AS_STRING(out), size, got, have):
+                return out[:got[0]]
+            return out
+        grown = bytearray(first)
+        if have:
+            memcpy(PyByteArray_AS_STRING(grown), fs_buffer_start(&self._r) + skip, have)
+        while True:
+            if self._eof or self._direct(PyByteArray_AS_STRING(grown), <size_t>len(grown), got, have):
+                return bytes(grown[:got[0]])
+            if got[0] == size:
+                return bytes(grown)
+            PyByteArray_Resize(grown, min(size, 2 * <size_t>len(grown)))
 
     cdef Py_ssize_t _drain(self, list out, Py_ssize_t limit) except -1:
         """Append every complete frame already buffered (at most `limit`) to `out`; no I/O.
@@ -315,7 +352,7 @@ cdef class Stream:
         cdef size_t *lens = NULL
         if n == 0:
             raise ValueError("read_until() needs at least one delimiter")
-        lim = self._max_buffer if limit is None else _size_arg(limit, "read_until")
+        lim = self._max_buffer if limit is None else _size_arg(limit, "readline" if line else "read_until")
         for d in delims:
             if not isinstance(d, bytes):
                 raise TypeError(f"delimiters must be bytes, not {type(d).__name__}")
@@ -346,10 +383,9 @@ cdef class Stream:
                 if held >= <size_t>lim + maxlen:
                     raise FrameTooLarge(held, lim, f"no delimiter within {lim} bytes")
                 if self._eof:
-                    partial = self._take(held)
                     if line:
-                        return partial
-                    raise IncompleteReadError(partial, None)
+                        return self._take(held)
+                    raise self._incomplete(held, None)
                 resume = held - (maxlen - 1) if held >= maxlen - 1 else 0
                 self._fill(0)
         finally:
@@ -436,20 +472,20 @@ cdef class Stream:
         cdef bint big = False
         cdef char hdr[FS_FRAME_HEADER_MAX]
         cdef const char *trailer = ""
-        cdef PyObject **items
         if isinstance(items_obj, (bytes, bytearray, memoryview, str)):
             raise TypeError(f"expected an iterable of bytes-like objects, not a single {type(items_obj).__name__}")
         if framed:
             trailer = fs_frame_trailer(&self._f, &tlen)
         seq = PySequence_Fast(items_obj, "expected an iterable of bytes-like objects")
+        if seq is items_obj and type(seq) is list:
+            seq = tuple(seq)  # the caller's list could change while its items export buffers
         count = PySequence_Fast_GET_SIZE(seq)
-        items = PySequence_Fast_ITEMS(seq)
         views = <Py_buffer *>PyMem_Calloc(count if count else 1, sizeof(Py_buffer))
         if views == NULL:
             raise MemoryError()
         try:
             for i in range(count):
-                PyObject_GetBuffer(<object>items[i], &views[i], PyBUF_SIMPLE)
+                PyObject_GetBuffer(<object>PySequence_Fast_GET_ITEM(seq, i), &views[i], PyBUF_SIMPLE)
                 acquired += 1
                 size = <size_t>views[i].len
                 if framed:  # validate every payload before sending any
@@ -482,12 +518,14 @@ cdef class Stream:
                     _add_iov(iov, &niov, staging + pos, hlen)
                     pos += hlen
                 if size <= COPY_MAX:
-                    memcpy(staging + pos, views[i].buf, size)
+                    if size:
+                        memcpy(staging + pos, views[i].buf, size)
                     _add_iov(iov, &niov, staging + pos, size)
                     pos += size
                 else:
                     _add_iov(iov, &niov, <char *>views[i].buf, size)
-                memcpy(staging + pos, trailer, tlen)
+                if tlen:
+                    memcpy(staging + pos, trailer, tlen)
                 _add_iov(iov, &niov, staging + pos, tlen)
                 pos += tlen
             self._gather(iov, niov)
@@ -533,27 +571,15 @@ cdef class Stream:
                 return self._take(size)
             if size <= self._max_buffer and <size_t>size - held < <size_t>self._read_size:
                 if not self._fill_to(size):
-                    raise IncompleteReadError(self._take(fs_buffer_len(&self._r)), size)
+                    raise self._incomplete(fs_buffer_len(&self._r), size)
                 return self._take(size)
-            got = held
-            if size <= EAGER_ALLOC_LIMIT:
-                out = PyBytes_FromStringAndSize(NULL, size)
-                memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r), held)
-                if self._eof or self._direct(PyBytes_AS_STRING(out), size, &got, held):
-                    self._consume(held)
-                    raise IncompleteReadError(out[:got], size)
+            out = self._receive_large(0, <size_t>size, &got)
+            if got != <size_t>size:
+                exc = IncompleteReadError(out, size)  # Python code: before consuming
                 self._consume(held)
-                return out
-            grown = bytearray(EAGER_ALLOC_LIMIT)
-            memcpy(PyByteArray_AS_STRING(grown), fs_buffer_start(&self._r), held)
-            while True:
-                if self._eof or self._direct(PyByteArray_AS_STRING(grown), len(grown), &got, held):
-                    self._consume(held)
-                    raise IncompleteReadError(bytes(grown[:got]), size)
-                if <Py_ssize_t>got == size:
-                    self._consume(held)
-                    return bytes(grown)
-                PyByteArray_Resize(grown, min(size, 2 * len(grown)))
+                raise exc
+            self._consume(held)
+            return out
         finally:
             self._busy = False
 
@@ -589,7 +615,8 @@ cdef class Stream:
                         return n
                     self._fill(0)
                 k = min(<size_t>view.len, fs_buffer_len(&self._r))
-                memcpy(view.buf, fs_buffer_start(&self._r), k)
+                if k:  # an empty buffer may own no memory (NULL)
+                    memcpy(view.buf, fs_buffer_start(&self._r), k)
                 self._consume(k)
                 return k
             finally:
@@ -611,17 +638,20 @@ cdef class Stream:
                 held = fs_buffer_len(&self._r)
                 if held < size and size <= <size_t>self._max_buffer and size - held < <size_t>self._read_size:
                     if not self._fill_to(size):
-                        raise IncompleteReadError(self._take(fs_buffer_len(&self._r)), size)
+                        raise self._incomplete(fs_buffer_len(&self._r), size)
                     held = size
                 if held >= size:
-                    memcpy(view.buf, fs_buffer_start(&self._r), size)
+                    if size:  # an empty buffer may own no memory (NULL)
+                        memcpy(view.buf, fs_buffer_start(&self._r), size)
                     self._consume(size)
                     return size
-                memcpy(view.buf, fs_buffer_start(&self._r), held)
+                if held:
+                    memcpy(view.buf, fs_buffer_start(&self._r), held)
                 got = held
                 if self._eof or self._direct(<char *>view.buf, size, &got, held):
+                    exc = IncompleteReadError(PyBytes_FromStringAndSize(<char *>view.buf, <Py_ssize_t>got), size)
                     self._consume(held)
-                    raise IncompleteReadError(PyBytes_FromStringAndSize(<char *>view.buf, <Py_ssize_t>got), size)
+                    raise exc
                 self._consume(held)
                 return size
             finally:
@@ -927,7 +957,8 @@ cdef int _get_writable_view(object buffer, Py_buffer *view, str method) except -
     try:
         PyObject_GetBuffer(buffer, view, PyBUF_WRITABLE)
     except (TypeError, BufferError):
-        raise TypeError(f"{method}() argument must be a read-write bytes-like object, "
+        # The wording of the pure twin (and of the stdlib's recv_into).
+        raise TypeError(f"{method}() argument 'buffer' must be read-write bytes-like object, "
                         f"not {type(buffer).__name__}") from None
     return 0
 

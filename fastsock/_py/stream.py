@@ -1,15 +1,28 @@
 """Pure-Python twin of the compiled `Stream`: the same buffering, framing, limits, errors and
 nothing-lost rules as `fastsock._c._speedups.Stream`, on a bytearray read buffer (front
-deletion is O(1) in CPython) and the standard library's socket calls."""
+deletion is O(1) in CPython) and the standard library's socket calls.
+
+Signals. A Python signal handler that raises does so at the interpreter's next check: when a
+function starts, at a loop's back edge, or right after a call returns -- never between two
+plain statements (an attribute store, `del buf[:n]`, `buf += chunk`). The code below is laid
+out so that such an exception can strike anywhere without losing or duplicating a byte, and
+without leaving the Stream busy:
+- the busy flag is tested and set with no call in between, and cleared in the innermost
+  `finally` by a plain store (like the compiled twin's flag);
+- every recv/send result is stored inside C before a handler can run (`socket._recorded`),
+  and bytes received are in the read buffer, or in a buffer whose progress the caller
+  holds, at every check;
+- helpers never consume buffered bytes when they return normally: the public method does,
+  after its last call, then returns.
+"""
 
 from __future__ import annotations
 
 import errno
-import operator
 import socket as _stdsocket
-import threading
+import sys
 from collections.abc import Iterable
-from typing import Any, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 
 from .. import _streambase
 from .. import framing as _framing_mod
@@ -26,7 +39,7 @@ from ..framing import (  # noqa: F401  (re-exported: one set of framings for bot
     Netstring,
     Varint,
 )
-from .socket import _Deadline, _readable_view, _writable_view
+from .socket import _IOV_MAX, _MSG_NOSIGNAL, _Deadline, _readable_view, _recorded, _size, _writable_view
 from .socket import create_connection as _create_connection
 from .socket import socket as _socket
 
@@ -36,15 +49,14 @@ _COPY_MAX = _streambase.COPY_MAX
 _BUSY = _streambase.BUSY_MESSAGE
 _recv = _stdsocket.socket.recv
 _recv_into = _stdsocket.socket.recv_into
-_sendall = _socket.sendall
-_sendall_many = _socket.sendall_many
-
-
-def _size(n: Any, method: str) -> int:
-    size = operator.index(n)
-    if size < 0:
-        raise ValueError(f"negative size in {method}")
-    return size
+_send = _stdsocket.socket.send
+_sendmsg = getattr(_stdsocket.socket, "sendmsg", None)
+#: A large frame's payload buffer starts this big (or as big as what is already buffered)
+#: and doubles as bytes arrive: a new bytearray commits every page, so a length prefix alone
+#: must not make it large.
+_FRAME_GROW_FROM = 1 << 18
+#: read_frames() without a limit (the compiled backend's PY_SSIZE_T_MAX).
+_NO_LIMIT = sys.maxsize
 
 
 class Stream:
@@ -77,8 +89,12 @@ class Stream:
         self._resume = 0
         self._eof = False
         self._closed = False
+        self._busy = False
         self._clock: Optional[_Deadline] = None
-        self._lock = threading.Lock()
+        # Bytes being received straight into a result: (result, start, progress).
+        self._landing: Optional[tuple[Any, int, list[int]]] = None
+        # A gather send in progress: (parts, counts sent).
+        self._sending: Optional[tuple[list[Any], list[int]]] = None
 
     @classmethod
     def from_fd(cls, fd: int, **options: Any) -> "Stream":
@@ -87,25 +103,50 @@ class Stream:
         return cls(_socket(fileno=fd), **options)
 
     # -- plumbing ---------------------------------------------------------------------
+    #
+    # Every public method that does I/O starts with
+    #     if (self._busy or self._closed or self._clock is not None or self._landing is not None
+    #             or self._sending is not None):
+    #         self._refuse()
+    #     self._busy = True
+    # (no call between the test and the store: atomic under the GIL, and no signal handler
+    # can run in between) and ends with
+    #     finally:
+    #         try:
+    #             if self._clock is not None:
+    #                 self._disarm()
+    #         finally:
+    #             self._busy = False
+    # so that the flag is cleared even when a handler raises inside _disarm.
 
-    def _enter(self) -> None:
-        if not self._lock.acquire(False):
+    def _refuse(self) -> None:
+        """A call cannot simply start: raise if the Stream is busy or closed; else finish what
+        a signal handler's exception interrupted in an earlier call's cleanup (keep a large
+        frame's bytes, restore the socket timeout), and go on."""
+        if self._busy:
             raise RuntimeError(_BUSY)
         if self._closed:
-            self._lock.release()
             raise OSError(errno.EBADF, "I/O operation on a closed Stream")
+        self._land()
+        self._settle()
+        self._disarm()
 
-    def _exit(self) -> None:
-        if self._clock is not None:
-            self._clock.restore()
+    def _disarm(self) -> None:
+        clock = self._clock
+        if clock is not None:
+            clock.restore()
             self._clock = None
-        self._lock.release()
 
     def _arm(self) -> None:
-        """Before each wait: the socket may wait only for what is left of this call's deadline."""
-        if self._clock is None:
-            self._clock = _Deadline(self._sock)
-        self._clock.arm()
+        """Before each wait: the socket may wait only for what is left of this call's deadline
+        (kept in self._clock only for a socket with a timeout: nothing to restore otherwise)."""
+        clock = self._clock
+        if clock is None:
+            clock = _Deadline(self._sock)
+            if clock.deadline is None:
+                return
+            self._clock = clock
+        clock.arm()
 
     def _fill(self, need: int = 0) -> int:
         """One recv appended to the buffer (at least read_size bytes asked, more if a known
@@ -117,12 +158,18 @@ class Stream:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
         self._arm()
-        chunk = _recv(self._sock, room)
-        if not chunk:
-            self._eof = True
-            return 0
-        self._rbuf += chunk
-        return len(chunk)
+        got: list[Any] = []
+        try:
+            _recorded(got, _recv, self._sock, room)
+        finally:
+            # The chunk was stored in `got` inside C: it is kept even when a signal handler
+            # raised right after recv returned.
+            if got:
+                if got[0]:
+                    self._rbuf += got[0]
+                else:
+                    self._eof = True
+        return len(got[0])
 
     def _fill_to(self, size: int) -> bool:
         while len(self._rbuf) < size:
@@ -130,54 +177,95 @@ class Stream:
                 return False
         return True
 
-    def _take(self, n: int) -> bytes:
+    def _head(self, n: int) -> bytes:
+        """The first n buffered bytes, not consumed."""
         buf = self._rbuf
-        out = bytes(buf) if n >= len(buf) else bytes(memoryview(buf)[:n])
-        del buf[:n]
-        self._resume = 0
-        return out
+        return bytes(buf) if n >= len(buf) else bytes(memoryview(buf)[:n])
 
-    def _direct(self, dst: memoryview, got: int, keep_from: int) -> tuple[int, bool]:
-        """recv_into dst[got:] until full; returns (got, complete). On an exception the bytes
-        received into dst[keep_from:got] are appended to the read buffer (nothing lost)."""
+    def _incomplete(self, expected: Optional[int]) -> NoReturn:
+        """EOF inside a read: raise IncompleteReadError with every buffered byte (consumed)."""
+        exc = IncompleteReadError(bytes(self._rbuf), expected)
+        if self._clock is not None:
+            self._disarm()
+        del self._rbuf[:]  # after the last call: consumed once the error holds them
+        self._resume = 0
+        raise exc
+
+    def _direct(self, dst: memoryview, prog: list[int]) -> bool:
+        """recv_into dst from prog[0] on until it is full; True when full, False at EOF.
+        prog[0] counts the bytes in dst; a count that a signal handler's exception kept from
+        being added waits in prog[1]: sum(prog) is always exact (see _land)."""
         size = len(dst)
-        try:
-            while got < size:
-                self._arm()
-                n = _recv_into(self._sock, dst[got:])
-                if n == 0:
-                    self._eof = True
-                    return got, False
-                got += n
-            return got, True
-        except BaseException:
-            if got > keep_from:
-                self._rbuf += dst[keep_from:got]
-            raise
+        sock = self._sock
+        while prog[0] < size:
+            self._arm()
+            n = _recorded(prog, _recv_into, sock, dst[prog[0]:])
+            prog[0] += n
+            del prog[1:]
+            if n == 0:
+                self._eof = True
+                return False
+        return True
+
+    def _receive(self, out: bytearray, size: int, prog: list[int]) -> bool:
+        """_direct into `out`, growing it (doubling, up to `size`) only as bytes arrive;
+        True once it holds `size` bytes, False at EOF."""
+        while not self._eof:
+            view = memoryview(out)
+            try:
+                complete = self._direct(view, prog)
+            finally:
+                view.release()
+            if not complete:
+                return False
+            if len(out) >= size:
+                return True
+            out += bytes(min(size, 2 * len(out)) - len(out))
+        return False
+
+    def _land(self) -> None:
+        """After an exception: the bytes received straight into a result (dst[start:], the
+        held bytes having been copied to dst[:start] without being consumed) join the read
+        buffer. The append and the reset are two plain statements: done once, or not at all
+        (then the next call's entry does it)."""
+        landing = self._landing
+        if landing is not None:
+            dst, start, prog = landing
+            chunk = dst[start:sum(prog)]
+            self._rbuf += chunk
+            self._landing = None
+
+    def _settle(self) -> None:
+        """After a failed gather send: exactly the unsent bytes become the write queue (the
+        same all-or-nothing way as _land)."""
+        sending = self._sending
+        if sending is not None:
+            parts, moved = sending
+            rest = _unsent(parts, sum(moved))
+            self._wbuf = rest
+            self._sending = None
 
     def _need_framing(self) -> Framing:
         if self._framing is None:
             raise ValueError("this Stream has no framing: pass framing=... to Stream() or set .framing")
         return self._framing  # type: ignore[no-any-return]
 
-    def _next_frame(self) -> Optional[bytes]:
-        """The next frame, reading as needed; None at a clean EOF between frames."""
+    def _next_frame(self) -> tuple[Optional[bytes], int]:
+        """(the next frame, bytes to consume), reading as needed; (None, 0) at a clean EOF
+        between frames. Consumes nothing (the caller does, last)."""
         framing = self._framing
         buf = self._rbuf
         while True:
             held = len(buf)
             header, payload, total = framing._scan(buf, 0, held, self._resume)
             if header >= 0:
-                out = bytes(memoryview(buf)[header:header + payload])
-                del buf[:total]
-                self._resume = 0
-                return out
+                return bytes(memoryview(buf)[header:header + payload]), total
             need, extra = payload, total
             self._resume = extra  # a delimiter's resume offset (unused by sized framings)
             if self._eof:
                 if held == 0:
-                    return None
-                raise IncompleteReadError(self._take(held), need or None)
+                    return None, 0
+                self._incomplete(need or None)
             trailer = len(framing._trailer)
             if need and not trailer and need - held >= self._read_size:
                 return self._large_frame(need, extra)
@@ -186,40 +274,53 @@ class Stream:
                                     f"a frame of {need} bytes does not fit max_buffer={self._max_buffer}")
             self._fill(need)
 
-    def _large_frame(self, total: int, header: int) -> bytes:
-        """Receive the rest of a large header-announced payload directly into the result."""
+    def _large_frame(self, total: int, header: int) -> tuple[bytes, int]:
+        """Receive the rest of a large header-announced payload straight into the result,
+        whose memory grows only as bytes arrive (a peer's length prefix alone commits at most
+        _FRAME_GROW_FROM bytes). Until the caller consumes the frame, self._landing says
+        where the received bytes are, so that an exception (even one raised by a signal
+        handler as this returns) puts them in the read buffer."""
         buf = self._rbuf
         held = len(buf)
         payload = total - header
-        out = bytearray(payload)
         have = held - header
+        out = bytearray(min(payload, max(have, _FRAME_GROW_FROM)))
         out[:have] = memoryview(buf)[header:]
-        with memoryview(out) as view:
-            got, complete = self._direct(view, have, have)
-        if not complete:
-            partial = bytes(buf[:header]) + bytes(out[:got])
-            self._take(held)
-            raise IncompleteReadError(partial, total)
-        self._take(held)
-        return bytes(out)
+        prog = [have]
+        self._landing = (out, have, prog)  # until consumed: see _land
+        try:
+            complete = self._receive(out, payload, prog)
+            result = bytes(out) if complete else bytes(buf[:header]) + bytes(out[:prog[0]])
+        except BaseException:
+            self._land()
+            raise
+        if complete:
+            return result, held
+        exc = IncompleteReadError(result, total)
+        if self._clock is not None:
+            self._disarm()
+        del buf[:held]
+        self._resume = 0
+        self._landing = None
+        raise exc
 
-    def _drain(self, limit: int) -> list[bytes]:
-        """Every complete frame already buffered (at most `limit`); no I/O. Stops quietly at a
-        bad frame if it already has one (the next call raises)."""
+    def _drain(self, limit: int, start: int) -> tuple[list[bytes], int, int]:
+        """Every complete frame buffered from offset `start` on (at most `limit`); no I/O:
+        (frames, offset after them, resume offset for the next scan). Stops quietly at a bad
+        frame if it already has one (the next call raises). Consumes nothing."""
         framing = self._framing
         buf = self._rbuf
         end = len(buf)
         try:
-            first = framing._scan(buf, 0, end, self._resume)
+            first = framing._scan(buf, start, end, self._resume if start == 0 else 0)
         except (FrameTooLarge, FramingError):
-            return []
+            return [], start, 0
         if first[0] < 0:
-            self._resume = first[2]
-            return []
+            return [], start, first[2]
         data = bytes(buf)  # one copy per call; frames are then sliced from bytes directly
         frames: list[bytes] = []
         append = frames.append
-        pos = 0
+        pos = start
         resume = 0
         if type(framing) is LengthPrefix:
             unpack = framing._struct.unpack_from  # type: ignore[attr-defined]
@@ -261,14 +362,14 @@ class Stream:
                 append(data[pos + header:pos + header + payload])
                 pos += total
                 resume = 0
-        del buf[:pos]
-        self._resume = resume
-        return frames
+        return frames, pos, resume
 
-    def _until(self, delims: tuple[bytes, ...], limit: Any, keep: bool, line: bool) -> bytes:
+    def _until(self, delims: tuple[bytes, ...], limit: Any, keep: bool, line: bool) -> tuple[bytes, int]:
+        """(bytes up to the earliest delimiter, bytes to consume); consumes nothing unless
+        it raises IncompleteReadError."""
         if not delims:
             raise ValueError("read_until() needs at least one delimiter")
-        lim = self._max_buffer if limit is None else _size(limit, "read_until")
+        lim = self._max_buffer if limit is None else _size(limit, "readline" if line else "read_until")
         for d in delims:
             if not isinstance(d, bytes):
                 raise TypeError(f"delimiters must be bytes, not {type(d).__name__}")
@@ -289,41 +390,49 @@ class Stream:
                 if at > lim:
                     raise FrameTooLarge(at, lim)
                 end = at + len(which)
-                out = bytes(memoryview(buf)[:end if keep else at])
-                del buf[:end]
-                self._resume = 0
-                return out
+                return self._head(end if keep else at), end
             if held >= lim + maxlen:
                 raise FrameTooLarge(held, lim, f"no delimiter within {lim} bytes")
             if self._eof:
-                partial = self._take(held)
                 if line:
-                    return partial
-                raise IncompleteReadError(partial, None)
+                    return self._head(held), held
+                self._incomplete(None)
             resume = max(0, held - (maxlen - 1))
             self._fill(0)
 
     def _gather(self, extra: list[Any]) -> None:
-        """Send the write queue then `extra` (views); on failure keep every unsent byte queued."""
+        """Send the write queue then `extra` (views) with gather sends. Each send's count is
+        recorded inside C before a signal handler can raise, so on any failure exactly the
+        unsent bytes stay queued: nothing lost, nothing sent twice."""
         parts = [bytes(self._wbuf), *extra] if self._wbuf else list(extra)
+        moved: list[int] = []
+        self._sending = (parts, moved)  # until settled: see _settle
         try:
-            if len(parts) == 1:
-                _sendall(self._sock, parts[0])  # type: ignore[arg-type]
-            else:
-                _sendall_many(self._sock, parts)  # type: ignore[arg-type]
-        except BaseException as exc:
-            sent = getattr(exc, "bytes_sent", 0)
-            rest = bytearray()
-            for part in parts:
-                size = len(part)
-                if sent >= size:
-                    sent -= size
-                    continue
-                rest += part[sent:] if sent else part
-                sent = 0
-            self._wbuf = rest
+            self._send_all(parts, moved)
+            del self._wbuf[:]  # sent: the queue empties with no call in between
+            self._sending = None
+        except BaseException:
+            self._settle()
             raise
-        self._wbuf = bytearray()
+
+    def _send_all(self, parts: list[Any], moved: list[int]) -> None:
+        views = [memoryview(p) for p in parts if len(p)]
+        sock = self._sock
+        idx = 0  # first view not yet fully sent
+        while idx < len(views):
+            self._arm()
+            if idx == len(views) - 1 or _sendmsg is None:
+                n = _recorded(moved, _send, sock, views[idx], _MSG_NOSIGNAL)
+            else:
+                n = _recorded(moved, _sendmsg, sock, views[idx:idx + _IOV_MAX], (), _MSG_NOSIGNAL)
+            while n > 0:  # drop what went out; a partly sent view is sliced
+                first = len(views[idx])
+                if n >= first:
+                    n -= first
+                    idx += 1
+                else:
+                    views[idx] = views[idx][n:]
+                    n = 0
 
     def _flush(self) -> None:
         if self._wbuf:
@@ -371,115 +480,197 @@ class Stream:
     def read(self, n: Optional[int] = -1) -> bytes:
         """Up to n bytes: what is buffered, else one recv (b"" at EOF). n < 0 reads to EOF
         (FrameTooLarge if more than max_buffer bytes arrive first)."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
+            buf = self._rbuf
             if n is None or n < 0:
                 while not self._eof:
                     self._fill(0)
-                return self._take(len(self._rbuf))
-            size = _size(n, "read")
-            if size == 0:
-                return b""
-            if not self._rbuf and not self._eof:
-                self._fill(0)
-            return self._take(min(size, len(self._rbuf)))
+                size = len(buf)
+            else:
+                size = _size(n, "read")
+                if size == 0:
+                    return b""
+                if not buf and not self._eof:
+                    self._fill(0)
+                size = min(size, len(buf))
+            out = self._head(size)
+            if self._clock is not None:
+                self._disarm()
+            del buf[:size]
+            self._resume = 0
+            return out
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def read_exactly(self, n: int) -> bytes:
         """Exactly n bytes. EOF first raises IncompleteReadError (.partial, .expected); on
         timeout or error every byte received stays buffered for the next call."""
         size = _size(n, "read_exactly")
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             buf = self._rbuf
             held = len(buf)
-            if held >= size:
-                return self._take(size)
-            if size <= self._max_buffer and size - held < self._read_size:
+            if held < size and size <= self._max_buffer and size - held < self._read_size:
                 if not self._fill_to(size):
-                    raise IncompleteReadError(self._take(len(buf)), size)
-                return self._take(size)
-            out = bytearray(min(size, EAGER_ALLOC_LIMIT))
-            out[:held] = buf
-            got = held
-            while True:
-                if self._eof:
-                    complete = False
-                else:
-                    with memoryview(out) as view:
-                        got, complete = self._direct(view, got, held)
-                if not complete:
-                    self._take(held)
-                    raise IncompleteReadError(bytes(out[:got]), size)
-                if got == size:
-                    self._take(held)
-                    return bytes(out)
-                out += bytes(min(size, 2 * len(out)) - len(out))  # grow as data arrives
+                    self._incomplete(size)
+                held = size
+            if held >= size:
+                out = self._head(size)
+                if self._clock is not None:
+                    self._disarm()
+                del buf[:size]
+                self._resume = 0
+                return out
+            # Straight from the socket into the result (every held byte first); memory
+            # beyond 16 MiB is taken as bytes arrive.
+            result = bytearray(max(held, min(size, EAGER_ALLOC_LIMIT)))
+            result[:held] = buf
+            prog = [held]
+            self._landing = (result, held, prog)  # until consumed: see _land
+            try:
+                complete = self._receive(result, size, prog)
+                out = bytes(result) if complete else b""
+                exc = None if complete else IncompleteReadError(bytes(result[:prog[0]]), size)
+                if self._clock is not None:
+                    self._disarm()
+            except BaseException:
+                self._land()
+                raise
+            del buf[:held]
+            self._resume = 0
+            self._landing = None
+            if exc is not None:
+                raise exc
+            return out
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def readinto(self, buffer: Any) -> int:
         """Fill `buffer` with what is buffered, else one recv (straight into `buffer` when it is
         at least read_size bytes); returns the count, 0 at EOF."""
         view = _writable_view(buffer, "readinto")
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             if len(view) == 0:
                 return 0
-            if not self._rbuf and not self._eof:
+            buf = self._rbuf
+            if not buf and not self._eof:
                 if len(view) >= self._read_size:
                     self._arm()
-                    n = _recv_into(self._sock, view)
-                    if n == 0:
+                    got: list[int] = []
+                    try:
+                        _recorded(got, _recv_into, self._sock, view)
+                        if self._clock is not None:
+                            self._disarm()
+                    except BaseException:
+                        if got and got[0]:  # received, but this call fails: the next read has them
+                            buf += view[:got[0]]
+                        raise
+                    if got[0] == 0:
                         self._eof = True
-                    return n
+                    return got[0]
                 self._fill(0)
-            k = min(len(view), len(self._rbuf))
-            view[:k] = memoryview(self._rbuf)[:k]
-            del self._rbuf[:k]
+            k = min(len(view), len(buf))
+            view[:k] = memoryview(buf)[:k]
+            if self._clock is not None:
+                self._disarm()
+            del buf[:k]
             self._resume = 0
             return k
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def read_exactly_into(self, buffer: Any) -> int:
         """Fill all of `buffer`; returns its size. EOF first raises IncompleteReadError; on
         timeout or error every byte received stays buffered (the buffer's contents are then
         unspecified)."""
         view = _writable_view(buffer, "read_exactly_into")
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             size = len(view)
             buf = self._rbuf
             held = len(buf)
             if held < size and size <= self._max_buffer and size - held < self._read_size:
                 if not self._fill_to(size):
-                    raise IncompleteReadError(self._take(len(buf)), size)
+                    self._incomplete(size)
                 held = size
             if held >= size:
                 view[:] = memoryview(buf)[:size]
-                self._take(size)
+                if self._clock is not None:
+                    self._disarm()
+                del buf[:size]
+                self._resume = 0
                 return size
             view[:held] = buf
-            got, complete = (held, False) if self._eof else self._direct(view, held, held)
-            if not complete:
-                self._take(held)
-                raise IncompleteReadError(bytes(view[:got]), size)
-            self._take(held)
+            prog = [held]
+            self._landing = (view, held, prog)  # until consumed: see _land
+            try:
+                complete = False if self._eof else self._direct(view, prog)
+                exc = None if complete else IncompleteReadError(bytes(view[:prog[0]]), size)
+                if self._clock is not None:
+                    self._disarm()
+            except BaseException:
+                self._land()
+                raise
+            del buf[:held]
+            self._resume = 0
+            self._landing = None
+            if exc is not None:
+                raise exc
             return size
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def readline(self, limit: Optional[int] = None) -> bytes:
         """One line, ending with b"\\n" (at EOF: the rest, possibly without it; b"" when
         nothing is left). More than `limit` bytes (default max_buffer) before the newline
         raise FrameTooLarge, with every byte still buffered."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
-            return self._until((b"\n",), limit, True, True)
+            out, used = self._until((b"\n",), limit, True, True)
+            if self._clock is not None:
+                self._disarm()
+            del self._rbuf[:used]
+            self._resume = 0
+            return out
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def read_until(self, delimiter: Union[bytes, tuple[bytes, ...]], limit: Optional[int] = None,
                    keep: bool = True) -> bytes:
@@ -489,90 +680,161 @@ class Stream:
         raises IncompleteReadError (.partial holds the rest)."""
         delims = delimiter if isinstance(delimiter, tuple) else (delimiter,)
         delims = tuple(bytes(d) if isinstance(d, (bytearray, memoryview)) else d for d in delims)
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
-            return self._until(delims, limit, keep, False)
+            out, used = self._until(delims, limit, keep, False)
+            if self._clock is not None:
+                self._disarm()
+            del self._rbuf[:used]
+            self._resume = 0
+            return out
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def peek(self, n: Optional[int] = -1) -> bytes:
         """Up to n buffered bytes (n < 0: all) without consuming them; reads the socket once
         only if nothing is buffered."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             if not self._rbuf and not self._eof:
                 self._fill(0)
             size = len(self._rbuf)
             if n is not None and n >= 0:
                 size = min(size, _size(n, "peek"))
-            return bytes(memoryview(self._rbuf)[:size])
+            return self._head(size)
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def discard(self, n: int) -> int:
         """Drop up to n buffered bytes (no I/O); returns how many were dropped. Use it to
         skip past a frame refused by FrameTooLarge or FramingError."""
         size = _size(n, "discard")
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
-            k = min(size, len(self._rbuf))
-            del self._rbuf[:k]
+            buf = self._rbuf
+            k = min(size, len(buf))
+            del buf[:k]
             self._resume = 0
             return k
         finally:
-            self._exit()
+            self._busy = False
 
     def read_frame(self) -> bytes:
         """The next frame's payload. EOFError at a clean EOF between frames;
         IncompleteReadError (.partial: the frame's bytes so far, .expected: its length if
         known) at EOF inside one; FrameTooLarge or FramingError, with the bytes left
         buffered, for a frame that is too large or malformed."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             self._need_framing()
-            frame = self._next_frame()
+            frame, used = self._next_frame()
             if frame is None:
                 raise EOFError("end of stream")
+            if self._clock is not None:
+                self._disarm()
+            del self._rbuf[:used]
+            self._resume = 0
+            self._landing = None
             return frame
         finally:
-            self._exit()
+            try:
+                if self._landing is not None:
+                    self._land()
+            finally:
+                try:
+                    if self._clock is not None:
+                        self._disarm()
+                finally:
+                    self._busy = False
 
     def read_frames(self, max_frames: Optional[int] = None) -> list[bytes]:
         """Every complete frame already buffered (at most max_frames), as a list. Reads the
         socket only when no complete frame is buffered, until one is; [] at a clean EOF."""
-        limit = 1 << 62
+        limit = _NO_LIMIT
         if max_frames is not None:
             limit = _size(max_frames, "read_frames")
             if limit == 0:
                 raise ValueError("max_frames must be >= 1")
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             self._need_framing()
-            frames = self._drain(limit)
+            frames, used, resume = self._drain(limit, 0)
             if not frames:
-                frame = self._next_frame()
-                if frame is not None:
-                    frames.append(frame)
-                    if limit > 1:
-                        frames += self._drain(limit - 1)
+                frame, used = self._next_frame()
+                if frame is None:
+                    return frames
+                more, used, resume = self._drain(limit - 1, used) if limit > 1 else ([], used, 0)
+                frames = [frame, *more]
+            if self._clock is not None:
+                self._disarm()
+            del self._rbuf[:used]
+            self._resume = resume
+            self._landing = None
             return frames
         finally:
-            self._exit()
+            try:
+                if self._landing is not None:
+                    self._land()
+            finally:
+                try:
+                    if self._clock is not None:
+                        self._disarm()
+                finally:
+                    self._busy = False
 
     def __iter__(self) -> "Stream":
         return self
 
     def __next__(self) -> bytes:
         """The next frame; StopIteration at a clean EOF between frames."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             self._need_framing()
-            frame = self._next_frame()
+            frame, used = self._next_frame()
             if frame is None:
                 raise StopIteration
+            if self._clock is not None:
+                self._disarm()
+            del self._rbuf[:used]
+            self._resume = 0
+            self._landing = None
             return frame
         finally:
-            self._exit()
+            try:
+                if self._landing is not None:
+                    self._land()
+            finally:
+                try:
+                    if self._clock is not None:
+                        self._disarm()
+                finally:
+                    self._busy = False
 
     def at_eof(self) -> bool:
         """True when the peer has closed its side and every buffered byte has been read."""
@@ -596,23 +858,37 @@ class Stream:
         send fails (timeout, would-block, error), the unsent bytes stay queued: nothing is
         lost, nothing needs resending; call flush() to continue."""
         view = _readable_view(data)
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             if len(view) <= _COPY_MAX and len(self._wbuf) + len(view) <= self._write_buffer:
                 self._wbuf += view
                 return None
             self._gather([view])
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def writelines(self, lines: Iterable[Any]) -> None:
         """write() every bytes-like object of `lines`, with one gather send if they do not all
         fit the write queue."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             self._write_many(lines, False)
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def write_frame(self, payload: Any) -> None:
         """Queue one frame carrying `payload`, encoded per the framing. A large payload goes
@@ -620,7 +896,10 @@ class Stream:
         framing's max_size, FramingError for a payload it cannot carry; failures of the
         send itself keep the unsent bytes queued (see write)."""
         view = _readable_view(payload)
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             framing = self._need_framing()
             header = framing.header(view)
@@ -634,67 +913,103 @@ class Stream:
                 return None
             self._gather([part for part in (header, view, trailer) if len(part)])
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def write_frames(self, payloads: Iterable[Any]) -> None:
         """Queue one frame per payload; if they do not fit the write queue, send the queue and
         every frame with one gather send (small payloads joined, large ones sent from their
         own memory). Every payload is validated before anything is sent."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             self._need_framing()
             self._write_many(payloads, True)
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def flush(self) -> None:
         """Send every queued byte (the timeout is a deadline for the whole flush). On failure
         the unsent bytes stay queued; call flush() again to resume."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             self._flush()
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
         """Flush, then send `count` bytes (None: to the end) of binary `file` from `offset`,
         with os.sendfile (zero-copy) where the file has a descriptor. Returns the bytes sent;
         a failure carries `.bytes_sent`. The file position ends after the last byte sent."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             self._flush()
             return _streambase.sendfile(self._sock, file, offset, count)
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def shutdown_write(self) -> None:
         """Flush, then half-close: the peer sees EOF, and this side can still read to EOF."""
-        self._enter()
+        if (self._busy or self._closed or self._clock is not None or self._landing is not None
+                or self._sending is not None):
+            self._refuse()
+        self._busy = True
         try:
             self._flush()
             self._sock.shutdown(_stdsocket.SHUT_WR)
         finally:
-            self._exit()
+            try:
+                if self._clock is not None:
+                    self._disarm()
+            finally:
+                self._busy = False
 
     def close(self) -> None:
         """Flush, then close the socket (closed even if the flush fails, whose error is then
         raised). Closing twice is harmless."""
         if self._closed:
             return
-        if not self._lock.acquire(False):
+        if self._busy:
             raise RuntimeError(_BUSY)
+        self._busy = True
         try:
+            self._settle()
             if self._wbuf and self._sock.fileno() >= 0:
                 self._flush()
         finally:
             self._closed = True
             self._rbuf = bytearray()
             self._wbuf = bytearray()
-            if self._clock is not None:
-                self._clock.restore()
-                self._clock = None
-            self._lock.release()
-            self._sock.close()
+            self._landing = None
+            self._sending = None
+            try:
+                self._disarm()
+            finally:
+                self._busy = False
+                self._sock.close()
 
     def __enter__(self) -> "Stream":
         return self
@@ -711,7 +1026,7 @@ class Stream:
 
     @framing.setter
     def framing(self, value: Optional[Framing]) -> None:
-        if self._lock.locked():
+        if self._busy:
             raise RuntimeError(_BUSY)
         self._framing = _streambase.check_framing(value)
         self._resume = 0
@@ -734,6 +1049,19 @@ class Stream:
         state = "closed" if self._closed else f"fd={self._sock.fileno()}"
         return (f"<fastsock.Stream {state} framing={self._framing!r} "
                 f"buffered={len(self._rbuf)} pending={len(self._wbuf)}>")
+
+
+def _unsent(parts: list[Any], sent: int) -> bytearray:
+    """What is left of `parts` once their first `sent` bytes went out."""
+    rest = bytearray()
+    for part in parts:
+        size = len(part)
+        if sent >= size:
+            sent -= size
+            continue
+        rest += part[sent:] if sent else part
+        sent = 0
+    return rest
 
 
 def connect(address: Any, *, timeout: Any = _stdsocket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]

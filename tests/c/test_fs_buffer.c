@@ -1,4 +1,4 @@
-/* Unit tests of src_c/fs_buffer.c (plain C; built and run by tests/test_c_units_stream.py). */
+/* Unit tests of src_c/fs_buffer.c (plain C; built and run by tests/test_c_units.py). */
 #include "fs_buffer.h"
 
 #include <errno.h>
@@ -25,6 +25,9 @@ static void test_empty(void)
     fs_buffer_consume(&b, 10); /* clamped, harmless */
     fs_buffer_commit(&b, 10);  /* no room: clamped */
     CHECK(fs_buffer_len(&b) == 0);
+    /* No memory yet: start/end are NULL itself, never NULL + 0 (undefined in C). */
+    CHECK(fs_buffer_start(&b) == NULL && fs_buffer_end(&b) == NULL);
+    CHECK(fs_buffer_append(&b, NULL, 0) == 0 && b.data == NULL);
     fs_buffer_free(&b);
     fs_buffer_free(&b); /* idempotent */
 }

@@ -1,4 +1,4 @@
-/* Unit tests of src_c/fs_frame.c (plain C; built and run by tests/test_c_units_stream.py). */
+/* Unit tests of src_c/fs_frame.c (plain C; built and run by tests/test_c_units.py). */
 #include "fs_frame.h"
 
 #include <stdint.h>
@@ -144,6 +144,9 @@ static void test_fixed(void)
     CHECK(fs_frame_header(&f, "1234", 4, out, &hlen) == FS_FRAME_MALFORMED);
     fs_frame fr;
     CHECK(scan(&f, "123", 3, &fr) == FS_FRAME_PARTIAL && fr.total == 5);
+    fs_framing empty = framing(FS_FRAMING_FIXED, 0, 0, 0); /* would never consume input */
+    CHECK(fs_framing_check(&empty) != 0);
+    CHECK(fs_framing_check(&f) == 0);
 }
 
 static void test_ascii(void)
@@ -164,7 +167,15 @@ static void test_ascii(void)
     CHECK(fs_framing_check(&bad) != 0);
     fs_framing wide = framing(FS_FRAMING_ASCII, 20, 0, FS_FRAME_SIZE_LIMIT);
     CHECK(fs_framing_check(&wide) == 0);
-    CHECK(scan(&wide, "99999999999999999999", 20, &fr) == FS_FRAME_TOO_LARGE);
+    CHECK(scan(&wide, "99999999999999999999", 20, &fr) == FS_FRAME_TOO_LARGE && fr.size == UINT64_MAX);
+    CHECK(scan(&wide, "18446744073709551615", 20, &fr) == FS_FRAME_TOO_LARGE && fr.size == UINT64_MAX);
+    CHECK(scan(&wide, "01152921504606846977", 20, &fr) == FS_FRAME_TOO_LARGE &&
+          fr.size == FS_FRAME_SIZE_LIMIT + 1);
+    /* Not all digits: malformed, even when the digits before already exceed max_size. */
+    fs_framing tiny = framing(FS_FRAMING_ASCII, 2, 0, 5);
+    CHECK(scan(&tiny, "9x", 2, &fr) == FS_FRAME_MALFORMED);
+    CHECK(scan(&tiny, "99", 2, &fr) == FS_FRAME_TOO_LARGE && fr.size == 99);
+    CHECK(scan(&small, "99999", 5, &fr) == FS_FRAME_TOO_LARGE && fr.size == 99999);
 }
 
 static void test_netstring(void)
@@ -179,6 +190,19 @@ static void test_netstring(void)
     CHECK(scan(&f, "1x", 2, &fr) == FS_FRAME_MALFORMED);
     CHECK(scan(&f, "1001", 4, &fr) == FS_FRAME_TOO_LARGE);
     CHECK(scan(&f, "99999999999999999999999999", 26, &fr) == FS_FRAME_TOO_LARGE);
+    /* No leading zeros: "0" may still become "0:,", but "00" never is a netstring. */
+    CHECK(scan(&f, "0", 1, &fr) == FS_FRAME_PARTIAL);
+    CHECK(scan(&f, "0:,", 3, &fr) == FS_FRAME_OK && fr.payload == 0 && fr.total == 3);
+    CHECK(scan(&f, "00", 2, &fr) == FS_FRAME_MALFORMED);
+    CHECK(scan(&f, "01:a,", 5, &fr) == FS_FRAME_MALFORMED);
+    char zeros[4096];
+    memset(zeros, '0', sizeof zeros);
+    CHECK(scan(&f, zeros, sizeof zeros, &fr) == FS_FRAME_MALFORMED);
+    /* A length longer than max_size in digits is refused at the digit that exceeds it. */
+    CHECK(scan(&f, "10000", 5, &fr) == FS_FRAME_TOO_LARGE && fr.size == 10000);
+    fs_framing zero = framing(FS_FRAMING_NETSTRING, 0, 0, 0);
+    CHECK(scan(&zero, "0:,", 3, &fr) == FS_FRAME_OK);
+    CHECK(scan(&zero, "1", 1, &fr) == FS_FRAME_TOO_LARGE);
 }
 
 static void test_find_any(void)
