@@ -331,15 +331,13 @@ class Stream:
                 # the buffer can exceed max_size, and max_frames cannot be reached.
                 last = end - width
                 while pos <= last:
-                    start = pos + width
-                    stop = start + unpack(data, pos)[0]
+                    body = pos + width
+                    stop = body + unpack(data, pos)[0]
                     if stop > end:
                         break
-                    append(data[start:stop])
+                    append(data[body:stop])
                     pos = stop
-                del buf[:pos]
-                self._resume = 0
-                return frames
+                return frames, pos, 0
             count = 0
             while count < limit and end - pos >= width:
                 size = unpack(data, pos)[0]
