@@ -188,8 +188,6 @@ cdef class Stream:
         if room == 0:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
-        if <size_t>room > want:
-            room = <long>want  # ask what the pure twin asks: what is buffered stays the same
 
         fd = self._sock.fileno()
         while True:
