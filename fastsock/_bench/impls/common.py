@@ -84,7 +84,8 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
     if kind == "fastsock":
         return asyncio.SelectorEventLoop(fastsock_api().Selector())
     return asyncio.new_event_loop()
