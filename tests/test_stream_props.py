@@ -15,6 +15,13 @@ from streamutil import ALL_FRAMINGS, Peer, make_pair
 BACKENDS = {"c": "fastsock._c._speedups", "python": "fastsock._py"}
 
 
+def _modules(pytestconfig: pytest.Config) -> list[str]:
+    """Both backends, or only the pure one under --no-c-extensions."""
+    if pytestconfig.getoption("--no-c-extensions"):
+        return [BACKENDS["python"]]
+    return list(BACKENDS.values())
+
+
 def _payload_strategy(name: str) -> st.SearchStrategy[bytes]:
     if name.startswith("Delimiter"):
         delim = {"Delimiter(\\n)": b"\n", "Delimiter(\\r\\n)": b"\r\n", "Delimiter(END!)": b"END!"}[name]
@@ -61,23 +68,25 @@ def _run(module: str, make, payloads: list[bytes], cuts: list[int], mode: str) -
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name,make", ALL_FRAMINGS, ids=[n for n, _ in ALL_FRAMINGS])
-def test_every_chunking_roundtrips_on_both_backends(name, make):
+def test_every_chunking_roundtrips_on_both_backends(pytestconfig, name, make):
+    modules = _modules(pytestconfig)
+
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(payloads=st.lists(_payload_strategy(name), max_size=25),
            cuts=st.lists(st.integers(1, 700), min_size=1, max_size=10) | st.just([1]),
            mode=st.sampled_from(["frames", "iter"]))
     def check(payloads, cuts, mode):
-        for module in BACKENDS.values():
+        for module in modules:
             assert _run(module, make, payloads, cuts, mode) == payloads
 
     check()
 
 
 @pytest.mark.timeout(120)
-def test_one_byte_at_a_time_large_frames():
+def test_one_byte_at_a_time_large_frames(pytestconfig):
     rng = random.Random(7)
     payloads = [rng.randbytes(rng.randrange(0, 5000)) for _ in range(5)]
-    for module in BACKENDS.values():
+    for module in _modules(pytestconfig):
         for name, make in ALL_FRAMINGS:
             if name.startswith("Delimiter") or name.startswith("LengthPrefix(1"):
                 continue
