@@ -71,25 +71,26 @@ def reap(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
+def _with_peer(transport: str, role: str):
+    """Yield our end of a connection whose other end is a child process in `role`."""
+    ours, theirs = connected(transport)
+    pid = spawn(role, theirs)
+    theirs.close()
+    _pin(0)
+    try:
+        yield ours
+    finally:
+        ours.close()
+        reap(pid)
+
+
 @pytest.fixture(params=TRANSPORTS)
 def drained(request):
     """A socket whose peer (another process) reads and discards everything."""
-    ours, theirs = connected(request.param)
-    pid = spawn("drain", theirs)
-    theirs.close()
-    _pin(0)
-    yield ours
-    ours.close()
-    reap(pid)
+    yield from _with_peer(request.param, "drain")
 
 
 @pytest.fixture(params=TRANSPORTS)
 def fed(request):
     """A socket whose peer (another process) writes data as fast as it can."""
-    ours, theirs = connected(request.param)
-    pid = spawn("feed", theirs)
-    theirs.close()
-    _pin(0)
-    yield ours
-    ours.close()
-    reap(pid)
+    yield from _with_peer(request.param, "feed")

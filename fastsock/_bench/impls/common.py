@@ -27,6 +27,21 @@ class Meter:
         self.cpu = time.process_time() - self.c0
 
 
+def recvn(conn: socket.socket, n: int) -> bytes:
+    """The stdlib-naive servers' read: the HOWTO's loop: recv until n bytes (b'' at EOF before the first byte)."""
+    chunks = []
+    got = 0
+    while got < n:
+        chunk = conn.recv(n - got)
+        if not chunk:
+            if got == 0:
+                return b""
+            raise EOFError("connection closed mid-frame")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def nodelay(sock: Any) -> None:
     """TCP_NODELAY, as every request/response server should set."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

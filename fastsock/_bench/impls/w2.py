@@ -7,7 +7,7 @@ import socket
 import struct
 from typing import Any, Callable, Optional
 
-from .common import Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, nodelay, run_loop
+from .common import recvn as _recvn, Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, nodelay, run_loop
 
 MAX_FRAME = 1 << 20
 HEADER = struct.Struct(">I")
@@ -17,21 +17,6 @@ def _accept(listener: socket.socket) -> socket.socket:
     conn, _ = listener.accept()
     nodelay(conn)
     return conn
-
-
-def _recvn(conn: socket.socket, n: int) -> bytes:
-    """The HOWTO's loop: recv until n bytes (b'' at EOF before the first byte)."""
-    chunks = []
-    got = 0
-    while got < n:
-        chunk = conn.recv(n - got)
-        if not chunk:
-            if got == 0:
-                return b""
-            raise EOFError("connection closed mid-frame")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 def stdlib_naive(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import socket
 import struct
 from typing import Any, Callable, Optional
 
-from .common import Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, run_loop
+from .common import recvn as _recvn, Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, run_loop
 
 BUF = 256 * 1024
 HEADER = struct.Struct(">I")
@@ -16,21 +16,6 @@ HEADER = struct.Struct(">I")
 def _result(frames: int, nbytes: int, p: dict[str, Any], clean: bool = True) -> dict[str, Any]:
     ok = clean and frames == p["frames"] and nbytes == p["frames"] * p["payload"]
     return {"ops": frames, "bytes": nbytes, "ok": ok}
-
-
-def _recvn(conn: socket.socket, n: int) -> bytes:
-    """The HOWTO's loop: recv until n bytes (b'' at EOF before the first byte)."""
-    chunks = []
-    got = 0
-    while got < n:
-        chunk = conn.recv(n - got)
-        if not chunk:
-            if got == 0:
-                return b""
-            raise EOFError("connection closed mid-frame")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
 
 
 def stdlib_naive(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
