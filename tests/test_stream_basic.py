@@ -72,6 +72,35 @@ def test_read_frames_returns_everything_buffered(impl):
         assert stream.at_eof()
 
 
+@pytest.mark.parametrize("max_size", [None, 40])
+def test_read_frames_max_frames_over_a_large_batch(impl, max_size):
+    """max_frames is honoured exactly however many frames are buffered (the pure twin
+    parses in bounded regions without a per-frame count); nothing is skipped or repeated,
+    with zero-length frames (the densest case) and with max_size below the buffered size."""
+    framing = impl.LengthPrefix(2, max_size=max_size)
+    stream, peer = raw_pair(impl)
+    sizes = [(i * 7919) % 31 for i in range(20_000)]
+    payloads = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    wire = b"".join(framing.encode(p) for p in payloads)
+    with stream:
+        stream.framing = framing
+        writer = Peer(lambda: (peer.sendall(wire), peer.close()))
+        limits = [1, 3, 1000, 7000, 65536, None, 2]
+        got: list[bytes] = []
+        calls = 0
+        while True:
+            limit = limits[calls % len(limits)]
+            batch = stream.read_frames(max_frames=limit)
+            calls += 1
+            if not batch:
+                break
+            assert limit is None or len(batch) <= limit
+            got += batch
+        writer.join()
+        assert got == payloads
+        assert stream.at_eof()
+
+
 def test_clean_eof_and_eof_inside_frame(impl):
     stream, peer = raw_pair(impl)
     with stream:

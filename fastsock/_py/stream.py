@@ -1,12 +1,19 @@
 """Pure-Python twin of the compiled `Stream`: the same buffering, framing, limits, errors and
-nothing-lost rules as `fastsock._c._speedups.Stream`, on a bytearray read buffer (front
-deletion is O(1) in CPython) and the standard library's socket calls.
+nothing-lost rules as `fastsock._c._speedups.Stream`, over the standard library's socket
+calls.
+
+The read buffer is laid out like the compiled one (src_c/fs_buffer.h): a bytearray whose
+[_rhead:_rtail] slice holds the unread bytes, filled in place by recv_into. Consuming moves
+_rhead; memory moves only when free space runs short. The bytearray is never resized (it is
+replaced when it must grow): a bytearray that shrinks after each read (CPython reallocates
+one whose size drops below half its allocation) and regrows on the next one makes glibc
+trim and re-fault the heap on every call, which cost a third of the W3 throughput.
 
 Signals. A Python signal handler that raises does so at the interpreter's next check: when a
 function starts, at a loop's back edge, or right after a call returns -- never between two
-plain statements (an attribute store, `del buf[:n]`, `buf += chunk`). The code below is laid
-out so that such an exception can strike anywhere without losing or duplicating a byte, and
-without leaving the Stream busy:
+plain statements (an attribute store, `self._rhead += n`, a slice assignment). The code
+below is laid out so that such an exception can strike anywhere without losing or
+duplicating a byte, and without leaving the Stream busy:
 - the busy flag is tested and set with no call in between, and cleared in the innermost
   `finally` by a plain store (like the compiled twin's flag);
 - every recv/send result is stored inside C before a handler can run (`socket._recorded`),
@@ -47,7 +54,6 @@ __all__ = ["Stream", "connect", *_framing_mod.__all__]
 
 _COPY_MAX = _streambase.COPY_MAX
 _BUSY = _streambase.BUSY_MESSAGE
-_recv = _stdsocket.socket.recv
 _recv_into = _stdsocket.socket.recv_into
 _send = _stdsocket.socket.send
 _sendmsg = getattr(_stdsocket.socket, "sendmsg", None)
@@ -57,6 +63,8 @@ _sendmsg = getattr(_stdsocket.socket, "sendmsg", None)
 _FRAME_GROW_FROM = 1 << 18
 #: read_frames() without a limit (the compiled backend's PY_SSIZE_T_MAX).
 _NO_LIMIT = sys.maxsize
+#: An emptied read buffer keeps its memory up to this size (or 4 x read_size), as compiled.
+_SHRINK_MIN = 1 << 20
 
 
 class Stream:
@@ -85,6 +93,9 @@ class Stream:
         self._framing = _streambase.check_framing(framing)
         self._sock = sock
         self._rbuf = bytearray()
+        self._rhead = 0  # _rbuf[:_rhead] consumed, [_rhead:_rtail] held, [_rtail:] free space
+        self._rtail = 0
+        self._shrink_at = max(4 * self._read_size, _SHRINK_MIN)
         self._wbuf = bytearray()
         self._resume = 0
         self._eof = False
@@ -148,46 +159,77 @@ class Stream:
             self._clock = clock
         clock.arm()
 
+    def _reserve(self, want: int, limit: int) -> int:
+        """Free space after the held bytes for `want` more (as fs_buffer_reserve): move the
+        held bytes to the front, then grow (at least doubling) up to `limit` (a capacity
+        already above it is kept). Returns the free space, below `want` only when `limit`
+        stopped the growth. Every store follows the last call: a signal handler's exception
+        leaves the old layout or the new one, never a mix."""
+        buf = self._rbuf
+        cap = len(buf)
+        head = self._rhead
+        tail = self._rtail
+        if cap - tail >= want:
+            return cap - tail
+        held = tail - head
+        if cap - held < want and cap < limit:
+            new = bytearray(min(max(2 * cap, held + want), limit))
+            new[:held] = memoryview(buf)[head:tail]
+            self._rbuf = new
+            self._rhead = 0
+            self._rtail = held
+            return len(new) - held
+        if head:
+            view = memoryview(buf)
+            view[:held] = view[head:tail]  # overlapping: memoryview assignment uses memmove
+            self._rhead = 0
+            self._rtail = held
+        return cap - held
+
     def _fill(self, need: int = 0) -> int:
-        """One recv appended to the buffer (at least read_size bytes asked, more if a known
-        frame needs it, never past max_buffer). Returns the count, 0 at EOF."""
-        held = len(self._rbuf)
-        want = max(self._read_size, need - held)
-        room = min(want, self._max_buffer - held)
-        if room <= 0:
+        """One recv_into the buffer's free space (room for read_size bytes at least, for a
+        known frame's `need` held bytes if more, the buffer never growing past max_buffer).
+        Returns the count, 0 at EOF."""
+        held = self._rtail - self._rhead
+        if not held and len(self._rbuf) > self._shrink_at:
+            self._rbuf = bytearray()  # after a huge read, do not keep its memory
+            self._rhead = self._rtail = 0
+        if self._reserve(max(self._read_size, need - held), self._max_buffer) <= 0:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
         self._arm()
-        got: list[Any] = []
+        tail = self._rtail
+        free = memoryview(self._rbuf)[tail:]
+        got: list[int] = []
         try:
-            _recorded(got, _recv, self._sock, room)
+            _recorded(got, _recv_into, self._sock, free)
         finally:
-            # The chunk was stored in `got` inside C: it is kept even when a signal handler
-            # raised right after recv returned.
+            # The count was stored in `got` inside C: the bytes are kept even when a signal
+            # handler raised right after recv_into returned.
             if got:
                 if got[0]:
-                    self._rbuf += got[0]
+                    self._rtail = tail + got[0]
                 else:
                     self._eof = True
-        return len(got[0])
+        return got[0]
 
     def _fill_to(self, size: int) -> bool:
-        while len(self._rbuf) < size:
+        while self._rtail - self._rhead < size:
             if self._eof or self._fill(size) == 0:
                 return False
         return True
 
     def _head(self, n: int) -> bytes:
-        """The first n buffered bytes, not consumed."""
-        buf = self._rbuf
-        return bytes(buf) if n >= len(buf) else bytes(memoryview(buf)[:n])
+        """The first n buffered bytes (n <= buffered), not consumed."""
+        head = self._rhead
+        return bytes(memoryview(self._rbuf)[head:head + n])
 
     def _incomplete(self, expected: Optional[int]) -> NoReturn:
         """EOF inside a read: raise IncompleteReadError with every buffered byte (consumed)."""
-        exc = IncompleteReadError(bytes(self._rbuf), expected)
+        exc = IncompleteReadError(self._head(self._rtail - self._rhead), expected)
         if self._clock is not None:
             self._disarm()
-        del self._rbuf[:]  # after the last call: consumed once the error holds them
+        self._rhead = self._rtail  # after the last call: consumed once the error holds them
         self._resume = 0
         raise exc
 
@@ -231,8 +273,11 @@ class Stream:
         landing = self._landing
         if landing is not None:
             dst, start, prog = landing
-            chunk = dst[start:sum(prog)]
-            self._rbuf += chunk
+            end = sum(prog)
+            self._reserve(end - start, _NO_LIMIT)  # consistent layout whether or not it ends
+            tail = self._rtail
+            self._rbuf[tail:tail + end - start] = dst[start:end]  # same length: no resize
+            self._rtail = tail + end - start
             self._landing = None
 
     def _settle(self) -> None:
@@ -254,12 +299,13 @@ class Stream:
         """(the next frame, bytes to consume), reading as needed; (None, 0) at a clean EOF
         between frames. Consumes nothing (the caller does, last)."""
         framing = self._framing
-        buf = self._rbuf
         while True:
-            held = len(buf)
-            header, payload, total = framing._scan(buf, 0, held, self._resume)
+            head = self._rhead
+            held = self._rtail - head
+            header, payload, total = framing._scan(self._rbuf, head, self._rtail, self._resume)
             if header >= 0:
-                return bytes(memoryview(buf)[header:header + payload]), total
+                start = head + header
+                return bytes(memoryview(self._rbuf)[start:start + payload]), total
             need, extra = payload, total
             self._resume = extra  # a delimiter's resume offset (unused by sized framings)
             if self._eof:
@@ -280,17 +326,17 @@ class Stream:
         _FRAME_GROW_FROM bytes). Until the caller consumes the frame, self._landing says
         where the received bytes are, so that an exception (even one raised by a signal
         handler as this returns) puts them in the read buffer."""
-        buf = self._rbuf
-        held = len(buf)
+        head = self._rhead
+        held = self._rtail - head
         payload = total - header
         have = held - header
         out = bytearray(min(payload, max(have, _FRAME_GROW_FROM)))
-        out[:have] = memoryview(buf)[header:]
+        out[:have] = memoryview(self._rbuf)[head + header:self._rtail]
         prog = [have]
         self._landing = (out, have, prog)  # until consumed: see _land
         try:
             complete = self._receive(out, payload, prog)
-            result = bytes(out) if complete else bytes(buf[:header]) + bytes(out[:prog[0]])
+            result = bytes(out) if complete else self._head(header) + bytes(out[:prog[0]])
         except BaseException:
             self._land()
             raise
@@ -299,7 +345,7 @@ class Stream:
         exc = IncompleteReadError(result, total)
         if self._clock is not None:
             self._disarm()
-        del buf[:held]
+        self._rhead += held
         self._resume = 0
         self._landing = None
         raise exc
@@ -309,15 +355,17 @@ class Stream:
         (frames, offset after them, resume offset for the next scan). Stops quietly at a bad
         frame if it already has one (the next call raises). Consumes nothing."""
         framing = self._framing
-        buf = self._rbuf
-        end = len(buf)
+        head = self._rhead
+        end = self._rtail - head
         try:
-            first = framing._scan(buf, start, end, self._resume if start == 0 else 0)
+            first = framing._scan(self._rbuf, head + start, self._rtail, self._resume if start == 0 else 0)
         except (FrameTooLarge, FramingError):
             return [], start, 0
         if first[0] < 0:
             return [], start, first[2]
-        data = bytes(buf)  # one copy per call; frames are then sliced from bytes directly
+        # One copy per call; each frame is then one slice of bytes (cheaper per frame than
+        # bytes(memoryview slice)).
+        data = bytes(memoryview(self._rbuf)[head:self._rtail])
         frames: list[bytes] = []
         append = frames.append
         pos = start
@@ -326,19 +374,26 @@ class Stream:
             unpack = framing._struct.unpack_from  # type: ignore[attr-defined]
             width = framing.size
             limit_size = framing.max_size
-            if limit_size >= end and limit >= end // width:
+            while limit_size >= end:
                 # The common case, with two checks fewer per frame: no frame that fits in
-                # the buffer can exceed max_size, and max_frames cannot be reached.
-                last = end - width
+                # the buffer can exceed max_size, and n bytes hold at most n // width
+                # frames, so max_frames cannot be passed inside `region`.
+                room = limit - len(frames)
+                region = end if room >= (end - pos) // width else pos + room * width
+                last = region - width
+                before = pos
                 while pos <= last:
                     body = pos + width
                     stop = body + unpack(data, pos)[0]
-                    if stop > end:
+                    if stop > region:
                         break
                     append(data[body:stop])
                     pos = stop
-                return frames, pos, 0
-            count = 0
+                if region == end:
+                    return frames, pos, 0
+                if pos == before:
+                    break  # no frame fits in the region: the checked loop finishes
+            count = len(frames)
             while count < limit and end - pos >= width:
                 size = unpack(data, pos)[0]
                 stop = pos + width + size
@@ -374,16 +429,17 @@ class Stream:
             if not d:
                 raise ValueError("delimiters cannot be empty")
         maxlen = max(map(len, delims))
-        buf = self._rbuf
         resume = 0
         while True:
-            held = len(buf)
+            buf = self._rbuf
+            head = self._rhead
+            held = self._rtail - head
             at, which = -1, b""
             for d in delims:  # earliest match; the first listed wins a tie
                 stop = held if at < 0 else min(held, at + len(d) - 1)
-                hit = buf.find(d, resume, stop)
-                if hit >= 0 and (at < 0 or hit < at):
-                    at, which = hit, d
+                hit = buf.find(d, head + resume, head + stop)
+                if hit >= 0 and (at < 0 or hit - head < at):
+                    at, which = hit - head, d
             if at >= 0:
                 if at > lim:
                     raise FrameTooLarge(at, lim)
@@ -483,22 +539,21 @@ class Stream:
             self._refuse()
         self._busy = True
         try:
-            buf = self._rbuf
             if n is None or n < 0:
                 while not self._eof:
                     self._fill(0)
-                size = len(buf)
+                size = self._rtail - self._rhead
             else:
                 size = _size(n, "read")
                 if size == 0:
                     return b""
-                if not buf and not self._eof:
+                if self._rtail == self._rhead and not self._eof:
                     self._fill(0)
-                size = min(size, len(buf))
+                size = min(size, self._rtail - self._rhead)
             out = self._head(size)
             if self._clock is not None:
                 self._disarm()
-            del buf[:size]
+            self._rhead += size
             self._resume = 0
             return out
         finally:
@@ -517,8 +572,7 @@ class Stream:
             self._refuse()
         self._busy = True
         try:
-            buf = self._rbuf
-            held = len(buf)
+            held = self._rtail - self._rhead
             if held < size and size <= self._max_buffer and size - held < self._read_size:
                 if not self._fill_to(size):
                     self._incomplete(size)
@@ -527,13 +581,13 @@ class Stream:
                 out = self._head(size)
                 if self._clock is not None:
                     self._disarm()
-                del buf[:size]
+                self._rhead += size
                 self._resume = 0
                 return out
             # Straight from the socket into the result (every held byte first); memory
             # beyond 16 MiB is taken as bytes arrive.
             result = bytearray(max(held, min(size, EAGER_ALLOC_LIMIT)))
-            result[:held] = buf
+            result[:held] = memoryview(self._rbuf)[self._rhead:self._rtail]
             prog = [held]
             self._landing = (result, held, prog)  # until consumed: see _land
             try:
@@ -545,7 +599,7 @@ class Stream:
             except BaseException:
                 self._land()
                 raise
-            del buf[:held]
+            self._rhead += held
             self._resume = 0
             self._landing = None
             if exc is not None:
@@ -569,36 +623,38 @@ class Stream:
         try:
             if len(view) == 0:
                 return 0
-            buf = self._rbuf
-            if not buf and not self._eof:
+            if self._rtail == self._rhead and not self._eof:
                 if len(view) >= self._read_size:
                     self._arm()
                     got: list[int] = []
-                    try:
-                        _recorded(got, _recv_into, self._sock, view)
-                        if self._clock is not None:
-                            self._disarm()
-                    except BaseException:
-                        if got and got[0]:  # received, but this call fails: the next read has them
-                            buf += view[:got[0]]
-                        raise
+                    # Received, but should this call still fail, the next read has them.
+                    self._landing = (view, 0, got)  # until returned: see _land
+                    _recorded(got, _recv_into, self._sock, view)
+                    if self._clock is not None:
+                        self._disarm()
+                    self._landing = None
                     if got[0] == 0:
                         self._eof = True
                     return got[0]
                 self._fill(0)
-            k = min(len(view), len(buf))
-            view[:k] = memoryview(buf)[:k]
+            head = self._rhead
+            k = min(len(view), self._rtail - head)
+            view[:k] = memoryview(self._rbuf)[head:head + k]
             if self._clock is not None:
                 self._disarm()
-            del buf[:k]
+            self._rhead += k
             self._resume = 0
             return k
         finally:
             try:
-                if self._clock is not None:
-                    self._disarm()
+                if self._landing is not None:
+                    self._land()
             finally:
-                self._busy = False
+                try:
+                    if self._clock is not None:
+                        self._disarm()
+                finally:
+                    self._busy = False
 
     def read_exactly_into(self, buffer: Any) -> int:
         """Fill all of `buffer`; returns its size. EOF first raises IncompleteReadError; on
@@ -611,20 +667,20 @@ class Stream:
         self._busy = True
         try:
             size = len(view)
-            buf = self._rbuf
-            held = len(buf)
+            held = self._rtail - self._rhead
             if held < size and size <= self._max_buffer and size - held < self._read_size:
                 if not self._fill_to(size):
                     self._incomplete(size)
                 held = size
             if held >= size:
-                view[:] = memoryview(buf)[:size]
+                head = self._rhead
+                view[:] = memoryview(self._rbuf)[head:head + size]
                 if self._clock is not None:
                     self._disarm()
-                del buf[:size]
+                self._rhead += size
                 self._resume = 0
                 return size
-            view[:held] = buf
+            view[:held] = memoryview(self._rbuf)[self._rhead:self._rtail]
             prog = [held]
             self._landing = (view, held, prog)  # until consumed: see _land
             try:
@@ -635,7 +691,7 @@ class Stream:
             except BaseException:
                 self._land()
                 raise
-            del buf[:held]
+            self._rhead += held
             self._resume = 0
             self._landing = None
             if exc is not None:
@@ -660,7 +716,7 @@ class Stream:
             out, used = self._until((b"\n",), limit, True, True)
             if self._clock is not None:
                 self._disarm()
-            del self._rbuf[:used]
+            self._rhead += used
             self._resume = 0
             return out
         finally:
@@ -686,7 +742,7 @@ class Stream:
             out, used = self._until(delims, limit, keep, False)
             if self._clock is not None:
                 self._disarm()
-            del self._rbuf[:used]
+            self._rhead += used
             self._resume = 0
             return out
         finally:
@@ -704,9 +760,9 @@ class Stream:
             self._refuse()
         self._busy = True
         try:
-            if not self._rbuf and not self._eof:
+            if self._rtail == self._rhead and not self._eof:
                 self._fill(0)
-            size = len(self._rbuf)
+            size = self._rtail - self._rhead
             if n is not None and n >= 0:
                 size = min(size, _size(n, "peek"))
             return self._head(size)
@@ -726,9 +782,8 @@ class Stream:
             self._refuse()
         self._busy = True
         try:
-            buf = self._rbuf
-            k = min(size, len(buf))
-            del buf[:k]
+            k = min(size, self._rtail - self._rhead)
+            self._rhead += k
             self._resume = 0
             return k
         finally:
@@ -750,7 +805,7 @@ class Stream:
                 raise EOFError("end of stream")
             if self._clock is not None:
                 self._disarm()
-            del self._rbuf[:used]
+            self._rhead += used
             self._resume = 0
             self._landing = None
             return frame
@@ -788,7 +843,7 @@ class Stream:
                 frames = [frame, *more]
             if self._clock is not None:
                 self._disarm()
-            del self._rbuf[:used]
+            self._rhead += used
             self._resume = resume
             self._landing = None
             return frames
@@ -819,7 +874,7 @@ class Stream:
                 raise StopIteration
             if self._clock is not None:
                 self._disarm()
-            del self._rbuf[:used]
+            self._rhead += used
             self._resume = 0
             self._landing = None
             return frame
@@ -836,12 +891,12 @@ class Stream:
 
     def at_eof(self) -> bool:
         """True when the peer has closed its side and every buffered byte has been read."""
-        return self._eof and not self._rbuf
+        return self._eof and self._rtail == self._rhead
 
     @property
     def buffered(self) -> int:
         """Bytes received and held in the read buffer."""
-        return len(self._rbuf)
+        return self._rtail - self._rhead
 
     @property
     def pending(self) -> int:
@@ -1000,6 +1055,7 @@ class Stream:
         finally:
             self._closed = True
             self._rbuf = bytearray()
+            self._rhead = self._rtail = 0
             self._wbuf = bytearray()
             self._landing = None
             self._sending = None
@@ -1046,7 +1102,7 @@ class Stream:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._sock.fileno()}"
         return (f"<fastsock.Stream {state} framing={self._framing!r} "
-                f"buffered={len(self._rbuf)} pending={len(self._wbuf)}>")
+                f"buffered={self._rtail - self._rhead} pending={len(self._wbuf)}>")
 
 
 def _unsent(parts: list[Any], sent: int) -> bytearray:
