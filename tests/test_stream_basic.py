@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 from fastsock import FrameTooLarge, IncompleteReadError
-from streamutil import ALL_FRAMINGS, Peer, raw_pair, stream_pair, transports
+from streamutil import ALL_FRAMINGS, Peer, make_pair, raw_pair, stream_pair, transports
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -99,6 +99,17 @@ def test_read_frames_max_frames_over_a_large_batch(impl, max_size):
         writer.join()
         assert got == payloads
         assert stream.at_eof()
+
+
+def test_emptied_buffer_starts_again_at_the_front(impl):
+    # Once every buffered byte is consumed, the next recv may fill the whole buffer, as the
+    # compiled fs_buffer does (head and tail go back to 0), wherever the last read ended.
+    a, peer = make_pair(impl, "unix")
+    with impl.Stream(a, read_size=4096) as stream, peer:
+        peer.sendall(b"x" * 10_000 + b"\n")  # the line grows the buffer to 16 KiB
+        assert len(stream.readline()) == 10_001
+        peer.sendall(b"y" * 12_000)  # AF_UNIX: all queued at the reader once sendall returns
+        assert stream.read(12_000) == b"y" * 12_000  # one recv into the emptied buffer
 
 
 def test_clean_eof_and_eof_inside_frame(impl):

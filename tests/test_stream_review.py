@@ -77,6 +77,20 @@ def test_announced_size_alone_does_not_allocate_it(impl, how):
         assert stream.buffered == 0 and stream.at_eof()
 
 
+def test_netstring_announcement_alone_does_not_allocate_it(impl):
+    # A netstring has a trailer, so its frames are read through the buffer, never straight
+    # into the result: the buffer must grow as bytes arrive, not to the announced size.
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        stream.framing = impl.Netstring()  # default max_size: 16 MiB
+        writer = Peer(lambda: (peer.sendall(b"16000000:" + b"x" * 1000), peer.shutdown(stdsocket.SHUT_WR)))
+        error, peak = _peak_traced(stream.read_frame)
+        writer.join()
+        assert isinstance(error, IncompleteReadError)
+        assert error.partial == b"16000000:" + b"x" * 1000
+        assert peak < 2 * MiB
+
+
 def test_netstring_of_endless_zeros_is_refused_at_once(impl):
     # b"000..." never exceeded max_size: each read rescanned the whole buffer (quadratic)
     # until max_buffer filled. A leading zero is malformed by the netstring spec.

@@ -191,10 +191,13 @@ class Stream:
         known frame's `need` held bytes if more, the buffer never growing past max_buffer).
         Returns the count, 0 at EOF."""
         held = self._rtail - self._rhead
-        if not held and len(self._rbuf) > self._shrink_at:
-            self._rbuf = bytearray()  # after a huge read, do not keep its memory
-            self._rhead = self._rtail = 0
-        if self._reserve(max(self._read_size, need - held), self._max_buffer) <= 0:
+        if not held:
+            if len(self._rbuf) > self._shrink_at:
+                self._rbuf = bytearray()  # after a huge read, do not keep its memory
+            self._rhead = self._rtail = 0  # as fs_buffer_consume: an empty buffer starts at 0
+        # bytearray(n) commits n zeroed bytes: grow for a known frame only as bytes arrive.
+        want = max(self._read_size, min(need - held, max(held, _FRAME_GROW_FROM)))
+        if self._reserve(want, self._max_buffer) <= 0:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
         self._arm()
@@ -627,12 +630,17 @@ class Stream:
                 if len(view) >= self._read_size:
                     self._arm()
                     got: list[int] = []
-                    # Received, but should this call still fail, the next read has them.
-                    self._landing = (view, 0, got)  # until returned: see _land
-                    _recorded(got, _recv_into, self._sock, view)
-                    if self._clock is not None:
-                        self._disarm()
-                    self._landing = None
+                    try:
+                        _recorded(got, _recv_into, self._sock, view)
+                        if self._clock is not None:
+                            self._disarm()
+                    except BaseException:
+                        if got and got[0]:  # received, but this call fails: the next read has them
+                            # The buffer is empty: replace it, with no call (and no resize).
+                            self._rbuf = self._rbuf[:0] + view[:got[0]]
+                            self._rhead = 0
+                            self._rtail = got[0]
+                        raise
                     if got[0] == 0:
                         self._eof = True
                     return got[0]
@@ -689,6 +697,13 @@ class Stream:
                 if self._clock is not None:
                     self._disarm()
             except BaseException:
+                # The received bytes are in the caller's buffer, which the caller may reuse
+                # before a landing deferred by a second exception (at _land's start) is done:
+                # land from a private copy, taken with no call (prog is [count] or
+                # [count, count not yet added]; see _direct).
+                pending = prog[1:]
+                end = prog[0] + (pending[0] if pending else 0)
+                self._landing = (self._rbuf[:0] + view[held:end], 0, [end - held])
                 self._land()
                 raise
             self._rhead += held
