@@ -28,10 +28,11 @@ __all__ = [
     "wrap",
 ]
 
-_MSG_WAITALL = getattr(_stdsocket, "MSG_WAITALL", 0)
-_MSG_NOSIGNAL = getattr(_stdsocket, "MSG_NOSIGNAL", 0)
-_MSG_DONTWAIT = getattr(_stdsocket, "MSG_DONTWAIT", 0)
-_MSG_PEEK = getattr(_stdsocket, "MSG_PEEK", 0)
+# Plain ints: the stdlib's are MsgFlag members, whose & and | run Python code (~1 µs each).
+_MSG_WAITALL = int(getattr(_stdsocket, "MSG_WAITALL", 0))
+_MSG_NOSIGNAL = int(getattr(_stdsocket, "MSG_NOSIGNAL", 0))
+_MSG_DONTWAIT = int(getattr(_stdsocket, "MSG_DONTWAIT", 0))
+_MSG_PEEK = int(getattr(_stdsocket, "MSG_PEEK", 0))
 _IOV_MAX = 1024
 
 
@@ -119,7 +120,7 @@ def _recorded(moved: list[int], fn: Any, *args: Any) -> int:
     A signal handler that raises runs at the interpreter's next check after a call returns;
     calling through map/extend means the count is already recorded by then, so an
     exception raised by the handler can still report every byte that was moved."""
-    moved.extend(map(fn, *([arg] for arg in args)))
+    moved.extend(map(fn, *zip(args)))  # zip(args): one 1-tuple per argument
     return moved[-1]
 
 

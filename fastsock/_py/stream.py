@@ -153,6 +153,8 @@ class Stream:
         (kept in self._clock only for a socket with a timeout: nothing to restore otherwise)."""
         clock = self._clock
         if clock is None:
+            if not self._sock.gettimeout():
+                return  # blocking or non-blocking: no deadline to keep
             clock = _Deadline(self._sock)
             if clock.deadline is None:
                 return
