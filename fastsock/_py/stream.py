@@ -63,6 +63,9 @@ _sendmsg = getattr(_stdsocket.socket, "sendmsg", None)
 _FRAME_GROW_FROM = 1 << 18
 #: read_frames() without a limit (the compiled backend's PY_SSIZE_T_MAX).
 _NO_LIMIT = sys.maxsize
+#: read_frames(max_frames=n) up to this n copies frames one by one instead of copying every
+#: buffered byte first (see _drain).
+_FEW_FRAMES = 64
 #: An emptied read buffer keeps its memory up to this size (or 4 x read_size), as compiled.
 _SHRINK_MIN = 1 << 20
 
@@ -368,6 +371,8 @@ class Stream:
             return [], start, 0
         if first[0] < 0:
             return [], start, first[2]
+        if limit <= _FEW_FRAMES:
+            return self._drain_few(limit, start)
         # One copy per call; each frame is then one slice of bytes (cheaper per frame than
         # bytes(memoryview slice)).
         data = bytes(memoryview(self._rbuf)[head:self._rtail])
@@ -420,6 +425,31 @@ class Stream:
                 append(data[pos + header:pos + header + payload])
                 pos += total
                 resume = 0
+        return frames, pos, resume
+
+    def _drain_few(self, limit: int, start: int) -> tuple[list[bytes], int, int]:
+        """_drain for a small `limit`: each frame copied straight out of the buffer, so the
+        cost follows the frames taken, not the bytes buffered."""
+        framing = self._framing
+        buf = self._rbuf
+        head = self._rhead
+        tail = self._rtail
+        view = memoryview(buf)
+        frames: list[bytes] = []
+        pos = start
+        resume = self._resume if start == 0 else 0
+        while len(frames) < limit:
+            try:
+                header, payload, total = framing._scan(buf, head + pos, tail, resume)
+            except (FrameTooLarge, FramingError):
+                break
+            if header < 0:
+                resume = total
+                break
+            at = head + pos + header
+            frames.append(bytes(view[at:at + payload]))
+            pos += total
+            resume = 0
         return frames, pos, resume
 
     def _until(self, delims: tuple[bytes, ...], limit: Any, keep: bool, line: bool) -> tuple[bytes, int]:
