@@ -124,6 +124,20 @@ def _recorded(moved: list[int], fn: Any, *args: Any) -> int:
     return moved[-1]
 
 
+def _advance(views: list[memoryview], idx: int, n: int) -> int:
+    """After a gather send of views[idx:] moved n bytes: drop the views that went out, slice
+    a partly sent one in place; returns the index of the first view not fully sent."""
+    while n > 0:
+        first = len(views[idx])
+        if n >= first:
+            n -= first
+            idx += 1
+        else:
+            views[idx] = views[idx][n:]
+            n = 0
+    return idx
+
+
 def _report(exc: BaseException, name: str, count: int) -> None:
     _attach(exc, name, count)
     if isinstance(exc, BlockingIOError) and name == "bytes_sent":
@@ -180,14 +194,7 @@ class socket(SocketBase):
                 clock.arm()
                 n = _recorded(moved, _stdsocket.socket.sendmsg, self, views[idx:idx + _IOV_MAX], (), flags)
                 sent += n
-                while n > 0:  # drop what went out; a partly sent view is sliced
-                    first = len(views[idx])
-                    if n >= first:
-                        n -= first
-                        idx += 1
-                    else:
-                        views[idx] = views[idx][n:]
-                        n = 0
+                idx = _advance(views, idx, n)
             return sent
         except BaseException as exc:
             _report(exc, "bytes_sent", sum(moved))

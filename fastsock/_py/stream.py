@@ -46,7 +46,16 @@ from ..framing import (  # noqa: F401  (re-exported: one set of framings for bot
     Netstring,
     Varint,
 )
-from .socket import _IOV_MAX, _MSG_NOSIGNAL, _Deadline, _readable_view, _recorded, _size, _writable_view
+from .socket import (
+    _IOV_MAX,
+    _MSG_NOSIGNAL,
+    _Deadline,
+    _advance,
+    _readable_view,
+    _recorded,
+    _size,
+    _writable_view,
+)
 from .socket import create_connection as _create_connection
 from .socket import socket as _socket
 
@@ -514,14 +523,7 @@ class Stream:
                 n = _recorded(moved, _send, sock, views[idx], _MSG_NOSIGNAL)
             else:
                 n = _recorded(moved, _sendmsg, sock, views[idx:idx + _IOV_MAX], (), _MSG_NOSIGNAL)
-            while n > 0:  # drop what went out; a partly sent view is sliced
-                first = len(views[idx])
-                if n >= first:
-                    n -= first
-                    idx += 1
-                else:
-                    views[idx] = views[idx][n:]
-                    n = 0
+            idx = _advance(views, idx, n)
 
     def _flush(self) -> None:
         if self._wbuf:
