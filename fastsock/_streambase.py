@@ -20,6 +20,10 @@ __all__ = [
     "DEFAULT_MAX_BUFFER",
     "DEFAULT_WRITE_BUFFER",
     "COPY_MAX",
+    "SHRINK_MIN",
+    "SHRINK_READ_SIZES",
+    "GROW_FROM",
+    "shrink_threshold",
     "BUSY_MESSAGE",
     "check_socket",
     "check_options",
@@ -36,6 +40,21 @@ DEFAULT_MAX_BUFFER = 64 * 1024 * 1024
 DEFAULT_WRITE_BUFFER = 65536
 #: Writes larger than this are never copied into the write queue: they go out with writev.
 COPY_MAX = 16384
+
+# Read-buffer memory: one rule for both backends (the compiled Stream reads these at import).
+#: An emptied read buffer whose capacity exceeds shrink_threshold(read_size) =
+#: max(SHRINK_READ_SIZES * read_size, SHRINK_MIN) gives its memory back at once.
+SHRINK_MIN = 1 << 20
+SHRINK_READ_SIZES = 4
+#: Memory for a frame (or read_exactly result) larger than what is buffered starts at
+#: max(held, min(size, GROW_FROM)) bytes and at least doubles only as its bytes arrive, so a
+#: length prefix alone cannot make a Stream reserve the size it announces.
+GROW_FROM = 1 << 20
+
+
+def shrink_threshold(read_size: int) -> int:
+    """The capacity above which an emptied read buffer is given back (see SHRINK_MIN)."""
+    return max(SHRINK_READ_SIZES * read_size, SHRINK_MIN)
 
 BUSY_MESSAGE = "Stream is already in use by another thread (or re-entered from a signal handler)"
 
