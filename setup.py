@@ -4,6 +4,8 @@ Environment switches (read at build time):
   FASTSOCK_NO_EXTENSIONS=1  install the pure-Python backend only, compile nothing.
   FASTSOCK_DEBUG=1          build the extension with -O0 -g, assertions on, and Cython
                             bounds checks; writes the Cython HTML annotation next to the .pyx.
+  FASTSOCK_SANITIZE=list    compile and link with -fsanitize=list (e.g. address,undefined);
+                            the interpreter must then preload the runtimes (see `make asan`).
 Non-CPython interpreters and non-POSIX platforms get the pure package automatically.
 Any other compile failure stops the install with a message naming the way out.
 """
@@ -19,6 +21,7 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 NO_EXTENSIONS = os.environ.get("FASTSOCK_NO_EXTENSIONS", "") not in ("", "0")
 DEBUG = os.environ.get("FASTSOCK_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("FASTSOCK_SANITIZE", "")
 CAN_BUILD = platform.python_implementation() == "CPython" and os.name == "posix"
 
 HOW_TO_SKIP = (
@@ -63,12 +66,17 @@ def extensions():
     else:
         cflags += ["-O2"]
         macros.append(("NDEBUG", "1"))
+    ldflags = []
+    if SANITIZE:
+        cflags += [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer", "-g"]
+        ldflags += [f"-fsanitize={SANITIZE}"]
     ext = Extension(
         "fastsock._c._speedups",
         sources=["fastsock/_c/_speedups.pyx", *c_sources],
         include_dirs=["src_c"],
         define_macros=macros,
         extra_compile_args=cflags,
+        extra_link_args=ldflags,
         depends=sorted(glob.glob("src_c/*.h") + glob.glob("fastsock/_c/*.pxi") + glob.glob("fastsock/_c/**/*.pxd", recursive=True)),
     )
     directives = {
