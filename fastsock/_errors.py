@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["IncompleteReadError", "FrameTooLarge"]
+import socket as _stdsocket
+
+__all__ = ["IncompleteReadError", "FrameTooLarge", "SocketTimeout", "IdleTimeout", "FrameTimeout"]
+
+if issubclass(_stdsocket.timeout, TimeoutError):  # Python 3.10+: socket.timeout is TimeoutError
+    SocketTimeout = _stdsocket.timeout
+else:  # Python 3.9 (and PyPy 3.9): two unrelated classes
+
+    class SocketTimeout(_stdsocket.timeout, TimeoutError):  # type: ignore[no-redef]
+        """What fastsock raises when a deadline passes: on Python 3.9 both a `socket.timeout`
+        and a `TimeoutError`, as the one class `socket.timeout` is on 3.10 and later, so the
+        documented `except TimeoutError` works on every supported version."""
 
 
 class IncompleteReadError(EOFError):
@@ -35,3 +46,11 @@ class FrameTooLarge(ValueError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return type(self), (self.size, self.limit, self.args[0] if self.args else None)
+
+
+class IdleTimeout(TimeoutError):
+    """A Server connection carried no byte in either direction for `idle_timeout` seconds."""
+
+
+class FrameTimeout(TimeoutError):
+    """A Server connection began a frame and did not complete it within `frame_timeout` seconds."""
