@@ -10,7 +10,7 @@ if issubclass(_stdsocket.timeout, TimeoutError):  # Python 3.10+: socket.timeout
     SocketTimeout = _stdsocket.timeout
 else:  # Python 3.9 (and PyPy 3.9): two unrelated classes
 
-    class SocketTimeout(_stdsocket.timeout, TimeoutError):  # type: ignore[no-redef]
+    class SocketTimeout(_stdsocket.timeout, TimeoutError):  # type: ignore[no-redef,misc]
         """What fastsock raises when a deadline passes: on Python 3.9 both a `socket.timeout`
         and a `TimeoutError`, as the one class `socket.timeout` is on 3.10 and later, so the
         documented `except TimeoutError` works on every supported version."""
