@@ -92,7 +92,7 @@ cdef inline bint use_lowat(object sock, Py_ssize_t size):
 
 # -- the PEP 475 loops: one per shape of fs_io call ----------------------------------------
 
-cdef long io_recv_some(int fd, char *buf, size_t size, int flags, int64_t deadline) except -1:
+cdef inline long io_recv_some(int fd, char *buf, size_t size, int flags, int64_t deadline) except -1:
     """fs_recv_some: one recv of at most `size` bytes into buf. Returns the count, 0 at EOF."""
     cdef long n
     while True:
@@ -137,8 +137,8 @@ cdef int io_send_all(int fd, const char *buf, size_t size, int flags, int64_t de
         after_eintr()
 
 
-cdef int io_sendv_all(int fd, iovec *iov, size_t iovcnt, int flags, int64_t deadline,
-                      size_t *sent) except -1:
+cdef inline int io_sendv_all(int fd, iovec *iov, size_t iovcnt, int flags, int64_t deadline,
+                             size_t *sent) except -1:
     """fs_sendv_all: gather-send iov[0..iovcnt) from offset *sent. Returns 0 once all is
     sent; raises otherwise, with *sent current."""
     cdef int rc

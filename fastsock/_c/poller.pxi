@@ -1,6 +1,7 @@
 # fastsock.Poller and fastsock.Selector, compiled: epoll/poll in C (src_c/fs_poll.c), waits
 # with the GIL released, result lists built here without per-event Python calls.
 # The pure twin is fastsock/_py/poller.py; cold-path logic both share is fastsock/_pollbase.py.
+# Self-contained: it uses nothing from _io.pxi or the other feature files.
 
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
@@ -16,7 +17,7 @@ from fastsock._c.includes.fs_io cimport fs_now_ns
 from fastsock._c.includes.fs_poll cimport (
     FS_POLL_READ, FS_POLL_WRITE, FS_POLL_ERROR, FS_POLL_HANGUP, FS_POLL_ALL,
     FS_POLL_EDGE, FS_POLL_ONESHOT, FS_POLL_AUTO, FS_POLL_EPOLL, FS_POLL_POLL,
-    fs_poll_event, fs_poller, fs_poll_wait,
+    fs_poller, fs_poll_wait,
     fs_poll_available, fs_poll_init, fs_poll_close, fs_poll_add, fs_poll_mod, fs_poll_del,
     fs_poll_has, fs_poll_wait_init, fs_poll_wait_free, fs_poll_wait_prepare, fs_poll_wait_run,
     fs_poll_wait_collect, fs_poll_remaining_ms,
@@ -62,8 +63,6 @@ cdef Py_ssize_t FD_TABLE_MIN = 64
 cdef tuple _EV = tuple(range(EVENT_BOTH + 1))
 # Selector._pairs caches one (key, events) tuple per fd and nonzero events value.
 cdef Py_ssize_t PAIRS_PER_FD = EVENT_BOTH
-
-assert MAX_TIMEOUT_MS == INT_MAX  # the cut in Poller._wait relies on it
 
 
 cdef struct _TupleCache:

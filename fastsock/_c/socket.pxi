@@ -1,5 +1,6 @@
 # fastsock.socket, compiled: the stdlib socket subclass whose send/recv loops run in C
 # (src_c/fs_io.c) with the GIL released. The pure twin is fastsock/_py/socket.py.
+# Uses _io.pxi (see its contract) and nothing from the other feature files.
 
 from libc.stdint cimport int64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE

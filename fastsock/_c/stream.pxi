@@ -9,7 +9,7 @@
 from libc.errno cimport EBADF
 from libc.string cimport memcpy, memset
 from libc.stdint cimport int64_t, uint64_t
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
 from cpython.pyport cimport PY_SSIZE_T_MAX
@@ -383,7 +383,8 @@ cdef class Stream:
                     if at > lim:
                         raise FrameTooLarge(at, lim)
                     end = <size_t>at + lens[which]
-                    out = PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>(end if keep else <size_t>at))
+                    out = PyBytes_FromStringAndSize(fs_buffer_start(&self._r),
+                                                    <Py_ssize_t>(end if keep else <size_t>at))
                     self._consume(end)
                     return out
                 if held >= <size_t>lim + maxlen:
@@ -776,7 +777,8 @@ cdef class Stream:
         try:
             self._enter()
             try:
-                if <size_t>view.len <= COPY_MAX and fs_buffer_len(&self._w) + <size_t>view.len <= <size_t>self._write_buffer:
+                if (<size_t>view.len <= COPY_MAX
+                        and fs_buffer_len(&self._w) + <size_t>view.len <= <size_t>self._write_buffer):
                     self._queue(<const char *>view.buf, <size_t>view.len)
                     return None
                 iov[1].iov_base = view.buf
