@@ -1,10 +1,11 @@
-# Contract: every helper used by more than one feature .pxi lives here, and only here; a
+# Contract: the fs_io conventions (deadlines, error codes, PEP 475 retries, progress on
+# exceptions) and every helper that two feature .pxi files share live here, and only here; a
 # feature file (socket.pxi, stream.pxi, poller.pxi) uses the names defined below and its own.
 #
 # Defined here: deadline_of, io_error, raise_ebadf, after_eintr, attach, size_arg, use_lowat,
-# IncompleteReadError, and the PEP 475 loops around src_c/fs_io (the GIL released, -EINTR
-# runs the signal handlers, which may raise, then the call resumes where it stopped):
-# io_recv_some, io_recv_exact, io_send_all, io_sendv_all.
+# IncompleteReadError, and the PEP 475 loops around src_c/fs_io, one per call shape (the GIL
+# released; -EINTR runs the signal handlers, which may raise, then the call resumes where it
+# stopped): io_recv_some, io_recv_exact, io_send_all, io_sendv_all.
 
 from libc.errno cimport EINTR, EBADF
 from libc.stdint cimport int64_t
