@@ -1,21 +1,41 @@
-# Shared by every feature .pxi: timeouts as deadlines, fs_io error codes as Python
-# exceptions, and the signal check that PEP 475 asks for after EINTR.
+# Contract: the fs_io conventions (deadlines, error codes, PEP 475 retries, progress on
+# exceptions) and every helper that two feature .pxi files share live here, and only here; a
+# feature file (socket.pxi, stream.pxi, poller.pxi) uses the names defined below and its own.
+#
+# Defined here: deadline_of, io_error, raise_ebadf, after_eintr, attach, size_arg, use_lowat,
+# IncompleteReadError, and the PEP 475 loops around src_c/fs_io, one per call shape (the GIL
+# released; -EINTR runs the signal handlers, which may raise, then the call resumes where it
+# stopped): io_recv_some, io_recv_exact, io_send_all, io_sendv_all.
 
-from libc.errno cimport EINTR, EAGAIN, EBADF
+from libc.errno cimport EINTR, EBADF
 from libc.stdint cimport int64_t
 from libc.string cimport strerror
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.number cimport PyIndex_Check
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 from fastsock._c.includes.fs_io cimport (
-    FS_BLOCK, FS_NONBLOCK, FS_ERR_TIMEOUT, FS_ERR_EOF, fs_now_ns,
-    fs_deadline_from_timeout,
+    iovec, FS_BLOCK, FS_ERR_TIMEOUT, FS_ERR_EOF, fs_deadline_from_timeout,
+    fs_send_all, fs_sendv_all, fs_recv_exact, fs_recv_some,
 )
 
-import socket as _stdsocket
+import operator as _operator
+import socket as _io_stdsocket
 
-from fastsock._errors import IncompleteReadError, FrameTooLarge
+from fastsock._errors import IncompleteReadError
+from fastsock._socketbase import LOWAT_MIN as _LOWAT_MIN_PY
 
-cdef object _SocketTimeout = _stdsocket.timeout  # TimeoutError on 3.10+
+cdef extern from "sys/socket.h":
+    const int AF_INET
+    const int AF_INET6
+    const int SOCK_STREAM
+
+cdef object _SocketTimeout = _io_stdsocket.timeout  # TimeoutError on 3.10+
+cdef Py_ssize_t LOWAT_MIN = _LOWAT_MIN_PY
+# The raw int members of _socket.socket: socket.socket.family/type are Python properties
+# that build enums, far slower than reading the C struct field.
+cdef object _RAW_FAMILY = _io_stdsocket.SocketType.__dict__["family"]
+cdef object _RAW_TYPE = _io_stdsocket.SocketType.__dict__["type"]
 
 
 cdef inline int64_t deadline_of(object sock) except? -2:
@@ -49,3 +69,85 @@ cdef inline void attach(object exc, str name, object value):
         setattr(exc, name, value)
     except AttributeError:
         pass
+
+
+cdef inline Py_ssize_t size_arg(object n, str method) except -1:
+    """Validate a byte count like the stdlib's recv: TypeError, ValueError, OverflowError."""
+    if not PyIndex_Check(n):
+        raise TypeError(f"'{type(n).__name__}' object cannot be interpreted as an integer")
+    n = _operator.index(n)
+    if n < 0:
+        raise ValueError(f"negative buffersize in {method}")
+    if n > PY_SSIZE_T_MAX:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    return <Py_ssize_t>n
+
+
+cdef inline bint use_lowat(object sock, Py_ssize_t size):
+    """SO_RCVLOWAT pays off for large reads on TCP only (poll readiness honours it there)."""
+    if size < LOWAT_MIN:
+        return False
+    family = _RAW_FAMILY.__get__(sock)
+    return (family == AF_INET or family == AF_INET6) and _RAW_TYPE.__get__(sock) == SOCK_STREAM
+
+
+# -- the PEP 475 loops: one per shape of fs_io call ----------------------------------------
+
+cdef inline long io_recv_some(int fd, char *buf, size_t size, int flags, int64_t deadline) except -1:
+    """fs_recv_some: one recv of at most `size` bytes into buf. Returns the count, 0 at EOF."""
+    cdef long n
+    while True:
+        with nogil:
+            n = fs_recv_some(fd, buf, size, flags, deadline)
+        if n >= 0:
+            return n
+        if n != -EINTR:
+            raise io_error(<int>n)
+        after_eintr()
+
+
+cdef int io_recv_exact(int fd, char *buf, size_t size, int flags, int64_t deadline, bint lowat,
+                       size_t *got) except -1:
+    """fs_recv_exact: fill buf[*got:size]. Returns 0 when full, 1 at EOF first; raises on
+    other errors. *got is current on every exit, so callers can report partial progress."""
+    cdef int rc
+    while True:
+        with nogil:
+            rc = fs_recv_exact(fd, buf, size, flags, deadline, lowat, got)
+        if rc == 0:
+            return 0
+        if rc == FS_ERR_EOF:
+            return 1
+        if rc != -EINTR:
+            raise io_error(rc)
+        after_eintr()
+
+
+cdef int io_send_all(int fd, const char *buf, size_t size, int flags, int64_t deadline,
+                     size_t *sent) except -1:
+    """fs_send_all: send buf[*sent:size]. Returns 0 once all is sent; raises otherwise, with
+    *sent current."""
+    cdef int rc
+    while True:
+        with nogil:
+            rc = fs_send_all(fd, buf, size, flags, deadline, sent)
+        if rc == 0:
+            return 0
+        if rc != -EINTR:
+            raise io_error(rc)
+        after_eintr()
+
+
+cdef inline int io_sendv_all(int fd, iovec *iov, size_t iovcnt, int flags, int64_t deadline,
+                             size_t *sent) except -1:
+    """fs_sendv_all: gather-send iov[0..iovcnt) from offset *sent. Returns 0 once all is
+    sent; raises otherwise, with *sent current."""
+    cdef int rc
+    while True:
+        with nogil:
+            rc = fs_sendv_all(fd, iov, iovcnt, flags, deadline, sent)
+        if rc == 0:
+            return 0
+        if rc != -EINTR:
+            raise io_error(rc)
+        after_eintr()

@@ -1,8 +1,9 @@
 # cython: language_level=3
 """The compiled backend: one extension module assembled from one .pxi per feature.
 
-Each .pxi holds the wrappers of one part of the API and defines its own `*_ALL` list;
-the C work itself lives in src_c/ (declared in includes/*.pxd).
+Each feature .pxi (socket, stream, poller) holds the wrappers of one part of the API and
+defines its own `*_ALL` list; what two of them share lives in _io.pxi only (its contract is at
+its top). The C work itself lives in src_c/ (declared in includes/*.pxd).
 """
 
 include "_io.pxi"

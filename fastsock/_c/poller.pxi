@@ -1,20 +1,23 @@
 # fastsock.Poller and fastsock.Selector, compiled: epoll/poll in C (src_c/fs_poll.c), waits
 # with the GIL released, result lists built here without per-event Python calls.
 # The pure twin is fastsock/_py/poller.py; cold-path logic both share is fastsock/_pollbase.py.
+# Self-contained: it uses nothing from _io.pxi or the other feature files.
 
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from libc.limits cimport INT_MAX
 from libc.math cimport ceil
 from libc.string cimport memset
-from libc.errno cimport EEXIST, ENOENT, EINVAL, ENOSYS
+from libc.errno cimport EEXIST, ENOENT, ENOSYS, EINTR
 from libc.stdint cimport uint32_t, int64_t
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.number cimport PyNumber_Index
 
+from fastsock._c.includes.fs_io cimport fs_now_ns
 from fastsock._c.includes.fs_poll cimport (
     FS_POLL_READ, FS_POLL_WRITE, FS_POLL_ERROR, FS_POLL_HANGUP, FS_POLL_ALL,
     FS_POLL_EDGE, FS_POLL_ONESHOT, FS_POLL_AUTO, FS_POLL_EPOLL, FS_POLL_POLL,
-    fs_poll_event, fs_poller, fs_poll_wait,
+    fs_poller, fs_poll_wait,
     fs_poll_available, fs_poll_init, fs_poll_close, fs_poll_add, fs_poll_mod, fs_poll_del,
     fs_poll_has, fs_poll_wait_init, fs_poll_wait_free, fs_poll_wait_prepare, fs_poll_wait_run,
     fs_poll_wait_collect, fs_poll_remaining_ms,
@@ -46,10 +49,20 @@ assert FS_POLL_ERROR == ERROR and FS_POLL_HANGUP == HANGUP
 
 cdef object _SelectorKey = _pb.SelectorKey
 cdef object _tuple_new = tuple.__new__
-cdef int INT_MAX_ = 2147483647
+# epoll_wait / poll take an int of milliseconds: a longer wait is cut into waits of this many.
+cdef int MAX_TIMEOUT_MS = _pb.MAX_TIMEOUT_MS
 cdef int64_t MAX_FINITE_MS = _pb.MAX_FINITE_MS
-# Selector event objects 1..3, indexed by the event value.
-cdef tuple _EV = (0, 1, 2, 3)
+cdef int64_t NS_PER_MS = 1000000
+# Selector event requests: a nonzero subset of EVENT_READ | EVENT_WRITE (1..EVENT_BOTH).
+cdef int EVENT_READ = _pb.EVENT_READ
+cdef int EVENT_WRITE = _pb.EVENT_WRITE
+cdef int EVENT_BOTH = EVENT_READ | EVENT_WRITE
+# The fd tables (Poller's tuple cache, Selector's slots) start this big, then double.
+cdef Py_ssize_t FD_TABLE_MIN = 64
+# Selector event objects 1..EVENT_BOTH, indexed by the event value.
+cdef tuple _EV = tuple(range(EVENT_BOTH + 1))
+# Selector._pairs caches one (key, events) tuple per fd and nonzero events value.
+cdef Py_ssize_t PAIRS_PER_FD = EVENT_BOTH
 
 
 cdef struct _TupleCache:
@@ -67,7 +80,7 @@ cdef inline int _fd_of(object fileobj) except -1:
     cdef long fd
     if type(fileobj) is int:
         fd = fileobj
-        if 0 <= fd <= INT_MAX_:
+        if 0 <= fd <= INT_MAX:
             return <int>fd
     return _pb.fileobj_to_fd(fileobj)
 
@@ -172,7 +185,7 @@ cdef class Poller:
         PyMem_Free(c)
 
     cdef int _grow_cache(self, int fd) except -1:
-        cdef Py_ssize_t n = self._ncache if self._ncache else 64
+        cdef Py_ssize_t n = self._ncache if self._ncache else FD_TABLE_MIN
         cdef _TupleCache *c
         if fd < self._ncache:
             return 0
@@ -263,10 +276,10 @@ cdef class Poller:
         """Wait up to ms (-1: forever) and leave the events in w; returns their count.
         EINTR: run signal handlers (which may raise), then retry with the time left (PEP 475)."""
         cdef int n
-        cdef int run_ms = <int>ms if ms <= INT_MAX_ else INT_MAX_
+        cdef int run_ms = <int>ms if ms <= MAX_TIMEOUT_MS else MAX_TIMEOUT_MS
         cdef int64_t deadline = -1
         if ms > 0:
-            deadline = fs_now_ns() + ms * 1000000
+            deadline = fs_now_ns() + ms * NS_PER_MS
         while True:
             n = fs_poll_wait_prepare(&self._p, w, max_events)
             if n < 0:
@@ -279,12 +292,12 @@ cdef class Poller:
                 with nogil:
                     n = fs_poll_wait_run(w, run_ms)
             if n >= 0:
-                if n == 0 and run_ms == INT_MAX_ and deadline >= 0:
+                if n == 0 and run_ms == MAX_TIMEOUT_MS and deadline >= 0:
                     run_ms = fs_poll_remaining_ms(deadline)  # a wait longer than epoll can take
                     if run_ms > 0:
                         continue
                 return fs_poll_wait_collect(&self._p, w, n)
-            if n != -4:  # EINTR
+            if n != -EINTR:
                 raise _os_error(-n)
             PyErr_CheckSignals()
             if deadline >= 0:
@@ -364,7 +377,7 @@ cdef class _SelectorCore:
     # fd-indexed tables for select(). Python lists, so the cycle collector sees the keys
     # (asyncio's key data reaches back to the loop and this selector).
     cdef list _keys   # fd -> SelectorKey or None
-    cdef list _pairs  # 3 * fd + events - 1 -> cached (key, events) tuple or None
+    cdef list _pairs  # PAIRS_PER_FD * fd + events - 1 -> cached (key, events) tuple or None
     cdef int *_events  # fd -> key.events (0: not registered)
     cdef Py_ssize_t _nslots
 
@@ -389,10 +402,10 @@ cdef class _SelectorCore:
         self._pairs = []
 
     cdef int _set_slot(self, int fd, object key, int events) except -1:
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, i
         cdef int *e
         if fd >= self._nslots:
-            n = self._nslots if self._nslots else 64
+            n = self._nslots if self._nslots else FD_TABLE_MIN
             while n <= fd:
                 n *= 2
             e = <int *>PyMem_Realloc(self._events, n * sizeof(int))
@@ -401,10 +414,11 @@ cdef class _SelectorCore:
             memset(e + self._nslots, 0, (n - self._nslots) * sizeof(int))
             self._events = e
             self._keys.extend([None] * (n - len(self._keys)))
-            self._pairs.extend([None] * (3 * n - len(self._pairs)))
+            self._pairs.extend([None] * (PAIRS_PER_FD * n - len(self._pairs)))
             self._nslots = n
         self._keys[fd] = key
-        self._pairs[3 * fd] = self._pairs[3 * fd + 1] = self._pairs[3 * fd + 2] = None
+        for i in range(PAIRS_PER_FD * fd, PAIRS_PER_FD * (fd + 1)):
+            self._pairs[i] = None
         self._events[fd] = events if key is not None else 0
         return 0
 
@@ -413,7 +427,7 @@ cdef class _SelectorCore:
         cdef long fd
         if type(fileobj) is int:
             fd = fileobj
-            if 0 <= fd <= INT_MAX_:
+            if 0 <= fd <= INT_MAX:
                 return <int>fd
         return _pb.fileobj_lookup(self._fd_to_key, fileobj)
 
@@ -430,7 +444,7 @@ cdef class _SelectorCore:
 
     def register(self, fileobj, events, data=None):
         """Register a file object for EVENT_READ and/or EVENT_WRITE; returns its SelectorKey."""
-        if (not events) or (events & ~3):
+        if (not events) or (events & ~EVENT_BOTH):
             raise ValueError(f"Invalid events: {events!r}")
         cdef int fd = self._lookup(fileobj)
         if fd in self._fd_to_key:
@@ -439,7 +453,7 @@ cdef class _SelectorCore:
             raise _pb.closed_error("selector")
         cdef int ev = events
         key = _tuple_new(_SelectorKey, (fileobj, fd, events, data))
-        cdef uint32_t request = (FS_POLL_READ if ev & 1 else 0) | (FS_POLL_WRITE if ev & 2 else 0)
+        cdef uint32_t request = (FS_POLL_READ if ev & EVENT_READ else 0) | (FS_POLL_WRITE if ev & EVENT_WRITE else 0)
         cdef int rc = fs_poll_add(&self._poller._p, fd, request, 0)
         if rc < 0:
             if rc == -EEXIST:  # registered in C but not here: cannot happen, but stay consistent
@@ -468,11 +482,11 @@ cdef class _SelectorCore:
         cdef int ev
         cdef int rc
         if events != key.events:
-            if (not events) or (events & ~3):
+            if (not events) or (events & ~EVENT_BOTH):
                 raise ValueError(f"Invalid events: {events!r}")
             ev = events
             rc = fs_poll_mod(&self._poller._p, fd,
-                             (FS_POLL_READ if ev & 1 else 0) | (FS_POLL_WRITE if ev & 2 else 0), 0)
+                             (FS_POLL_READ if ev & EVENT_READ else 0) | (FS_POLL_WRITE if ev & EVENT_WRITE else 0), 0)
             if rc < 0:
                 self._forget(fd)  # as selectors (bpo-30014): a failed modify unregisters
                 if self._poller._p.closed:
@@ -519,16 +533,16 @@ cdef class _SelectorCore:
                 mask = w.events[i].events
                 # as selectors.EpollSelector: errors and hang-ups wake readers and writers
                 if not mask & (FS_POLL_ERROR | FS_POLL_HANGUP):
-                    ev &= (1 if mask & FS_POLL_READ else 0) | (2 if mask & FS_POLL_WRITE else 0)
+                    ev &= (EVENT_READ if mask & FS_POLL_READ else 0) | (EVENT_WRITE if mask & FS_POLL_WRITE else 0)
                     if ev == 0:
                         continue
-                t = PyList_GET_ITEM_BORROW(self._pairs, 3 * fd + ev - 1)
+                t = PyList_GET_ITEM_BORROW(self._pairs, PAIRS_PER_FD * fd + ev - 1)
                 if t == none:
                     # (key, events) is immutable: build it once per key and events value
                     k = PyList_GET_ITEM_BORROW(self._keys, fd)
                     pair = (<object>k, _EV[ev])
                     if fd < self._nslots and PyList_GET_ITEM_BORROW(self._keys, fd) == k:
-                        self._pairs[3 * fd + ev - 1] = pair
+                        self._pairs[PAIRS_PER_FD * fd + ev - 1] = pair
                     t = <PyObject *>pair
                 Py_INCREF(<object>t)
                 PyList_SET_ITEM_STEAL(result, j, t)

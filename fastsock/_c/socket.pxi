@@ -1,35 +1,24 @@
 # fastsock.socket, compiled: the stdlib socket subclass whose send/recv loops run in C
 # (src_c/fs_io.c) with the GIL released. The pure twin is fastsock/_py/socket.py.
+# Uses _io.pxi (see its contract) and nothing from the other feature files.
 
+from libc.stdint cimport int64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
-from cpython.number cimport PyIndex_Check
 from cpython.ref cimport PyObject
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 
-from fastsock._c.includes.fs_io cimport iovec, fs_send_all, fs_sendv_all, fs_recv_exact
-
-import operator as _operator
+from fastsock._c.includes.fs_io cimport iovec, FS_NONBLOCK
 
 from fastsock._socketbase import (
-    SocketBase as _SocketBase, factories_for as _factories_for,
-    EAGER_ALLOC_LIMIT as _EAGER_ALLOC_LIMIT_PY, LOWAT_MIN as _LOWAT_MIN_PY,
+    SocketBase as _SocketBase, factories_for as _factories_for, EAGER_ALLOC_LIMIT as _EAGER_ALLOC_LIMIT_PY,
 )
 
-cdef extern from "Python.h":
-    object PySequence_Fast(object o, const char *m)
-    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
-    PyObject **PySequence_Fast_ITEMS(object o)
-    Py_ssize_t PY_SSIZE_T_MAX
-
 cdef extern from "sys/socket.h":
-    const int MSG_NOSIGNAL
     const int MSG_PEEK
     const int MSG_DONTWAIT
-    const int AF_INET
-    const int AF_INET6
-    const int SOCK_STREAM
 
 SOCKET_ALL = [
     "socket",
@@ -42,11 +31,6 @@ SOCKET_ALL = [
 ]
 
 cdef Py_ssize_t EAGER_ALLOC_LIMIT = _EAGER_ALLOC_LIMIT_PY
-cdef Py_ssize_t LOWAT_MIN = _LOWAT_MIN_PY
-# The raw int members of _socket.socket: socket.socket.family/type are Python properties
-# that build enums, far slower than reading the C struct field.
-cdef object _RAW_FAMILY = _stdsocket.SocketType.__dict__["family"]
-cdef object _RAW_TYPE = _stdsocket.SocketType.__dict__["type"]
 
 
 cdef inline int64_t _call_deadline(object sock, int flags, bint reading) except? -2:
@@ -57,51 +41,6 @@ cdef inline int64_t _call_deadline(object sock, int flags, bint reading) except?
     if flags & MSG_DONTWAIT:
         return FS_NONBLOCK
     return deadline_of(sock)
-
-
-cdef inline Py_ssize_t _size_arg(object n, str method) except -1:
-    """Validate a byte count like the stdlib's recv: TypeError, ValueError, OverflowError."""
-    if not PyIndex_Check(n):
-        raise TypeError(f"'{type(n).__name__}' object cannot be interpreted as an integer")
-    n = _operator.index(n)
-    if n < 0:
-        raise ValueError(f"negative buffersize in {method}")
-    if n > PY_SSIZE_T_MAX:
-        raise OverflowError("Python int too large to convert to C ssize_t")
-    return <Py_ssize_t>n
-
-
-cdef inline int _get_writable(object buffer, Py_buffer *view, str method) except -1:
-    if PyObject_GetBuffer(buffer, view, PyBUF_WRITABLE) == -1:
-        return -1
-    return 0
-
-
-cdef inline bint _use_lowat(object sock, Py_ssize_t size):
-    """SO_RCVLOWAT pays off for large reads on TCP only (poll readiness honours it there)."""
-    if size < LOWAT_MIN:
-        return False
-    family = _RAW_FAMILY.__get__(sock)
-    return (family == AF_INET or family == AF_INET6) and _RAW_TYPE.__get__(sock) == SOCK_STREAM
-
-
-cdef int _recv_exact_into(object sock, char *buf, size_t size, int flags, int64_t deadline,
-                          bint lowat, size_t *got) except? -1:
-    """fs_recv_exact with PEP 475 retries. Returns 0 done, 1 EOF; raises on other errors
-    (*got is current either way, so callers can report partial progress)."""
-    cdef int fd = sock.fileno()
-    cdef int rc
-    while True:
-        with nogil:
-            rc = fs_recv_exact(fd, buf, size, flags, deadline, lowat, got)
-        if rc == 0:
-            return 0
-        if rc == FS_ERR_EOF:
-            return 1
-        if rc == -EINTR:
-            after_eintr()
-            continue
-        raise io_error(rc)
 
 
 class socket(_SocketBase):
@@ -122,7 +61,6 @@ class socket(_SocketBase):
         cdef int cflags = flags
         cdef int64_t deadline
         cdef size_t sent = 0
-        cdef int rc
         cdef int fd
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
@@ -130,15 +68,7 @@ class socket(_SocketBase):
             fd = self.fileno()
             if fd < 0:
                 raise_ebadf()
-            while True:
-                with nogil:
-                    rc = fs_send_all(fd, <const char *>view.buf, <size_t>view.len, cflags, deadline, &sent)
-                if rc == 0:
-                    return None
-                if rc == -EINTR:
-                    after_eintr()
-                    continue
-                raise io_error(rc)
+            io_send_all(fd, <const char *>view.buf, <size_t>view.len, cflags, deadline, &sent)
         except BaseException as exc:
             attach(exc, "bytes_sent", sent)
             if isinstance(exc, BlockingIOError):
@@ -158,7 +88,7 @@ class socket(_SocketBase):
         cdef PyObject **items
         cdef size_t sent = 0, total = 0
         cdef int64_t deadline
-        cdef int rc, fd
+        cdef int fd
         if isinstance(buffers, (bytes, bytearray, memoryview, str)):
             raise TypeError("sendall_many() takes an iterable of bytes-like objects, not a single "
                             f"{type(buffers).__name__}")
@@ -186,15 +116,8 @@ class socket(_SocketBase):
             fd = self.fileno()
             if fd < 0:
                 raise_ebadf()
-            while True:
-                with nogil:
-                    rc = fs_sendv_all(fd, iov, <size_t>count, cflags, deadline, &sent)
-                if rc == 0:
-                    return sent
-                if rc == -EINTR:
-                    after_eintr()
-                    continue
-                raise io_error(rc)
+            io_sendv_all(fd, iov, <size_t>count, cflags, deadline, &sent)
+            return sent
         except BaseException as exc:
             attach(exc, "bytes_sent", sent)
             if isinstance(exc, BlockingIOError):
@@ -215,14 +138,13 @@ class socket(_SocketBase):
         cdef int cflags
         cdef size_t got = 0
         cdef int64_t deadline
-        cdef int rc
         try:
             PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
         except (TypeError, BufferError):
             raise TypeError("recv_into_exactly() argument 'buffer' must be read-write bytes-like "
                             f"object, not {type(buffer).__name__}") from None
         try:
-            size = _size_arg(nbytes, "recv_into_exactly")
+            size = size_arg(nbytes, "recv_into_exactly")
             cflags = flags
             if size == 0:
                 size = view.len
@@ -233,8 +155,8 @@ class socket(_SocketBase):
                 if self.fileno() < 0:
                     raise_ebadf()
                 return 0
-            if _recv_exact_into(self, <char *>view.buf, <size_t>size, cflags, deadline,
-                                _use_lowat(self, size), &got):
+            if io_recv_exact(self.fileno(), <char *>view.buf, <size_t>size, cflags, deadline,
+                             use_lowat(self, size), &got):
                 raise IncompleteReadError(PyBytes_FromStringAndSize(<char *>view.buf, <Py_ssize_t>got), size)
             return size
         except IncompleteReadError:
@@ -249,11 +171,11 @@ class socket(_SocketBase):
         """Receive exactly `n` bytes into one bytes object filled in place. EOF first raises
         IncompleteReadError (`.partial`); other failures carry `.bytes_received` and
         `.partial`, so no byte is lost. Beyond 16 MiB, memory is taken only as bytes arrive."""
-        cdef Py_ssize_t size = _size_arg(n, "recv_exactly")
+        cdef Py_ssize_t size = size_arg(n, "recv_exactly")
         cdef int cflags = flags
         cdef int64_t deadline = _call_deadline(self, cflags, True)
         cdef size_t got = 0
-        cdef bint lowat = _use_lowat(self, size)
+        cdef bint lowat = use_lowat(self, size)
         if size == 0:
             if self.fileno() < 0:
                 raise_ebadf()
@@ -261,7 +183,8 @@ class socket(_SocketBase):
         if size <= EAGER_ALLOC_LIMIT:
             result = PyBytes_FromStringAndSize(NULL, size)
             try:
-                if _recv_exact_into(self, PyBytes_AS_STRING(result), <size_t>size, cflags, deadline, lowat, &got):
+                if io_recv_exact(self.fileno(), PyBytes_AS_STRING(result), <size_t>size, cflags, deadline,
+                                 lowat, &got):
                     raise IncompleteReadError(result[:got], size)
             except IncompleteReadError:
                 raise
@@ -274,8 +197,8 @@ class socket(_SocketBase):
         grown = bytearray(EAGER_ALLOC_LIMIT)
         try:
             while True:
-                if _recv_exact_into(self, PyByteArray_AS_STRING(grown), <size_t>len(grown), cflags,
-                                    deadline, lowat, &got):
+                if io_recv_exact(self.fileno(), PyByteArray_AS_STRING(grown), <size_t>len(grown), cflags,
+                                 deadline, lowat, &got):
                     raise IncompleteReadError(bytes(grown[:got]), size)
                 if <Py_ssize_t>got == size:
                     return bytes(grown)

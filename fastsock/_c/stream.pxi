@@ -1,30 +1,44 @@
 # fastsock.Stream, compiled: a buffered stream over a connected socket, with message framing.
 # The buffer (src_c/fs_buffer) is filled by recv straight into its free space; frames are
 # found in place by src_c/fs_frame and copied out once. The pure twin is fastsock/_py/stream.py.
+#
+# Uses _io.pxi (see its contract) and, as documented API, the `socket` class and
+# `create_connection` of socket.pxi: Stream.from_fd and connect() make fastsock sockets. Both
+# are module globals looked up when called, so socket.pxi may be included before or after.
 
+from libc.errno cimport EBADF
 from libc.string cimport memcpy, memset
-from libc.stdint cimport uint64_t
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
+from libc.stdint cimport int64_t, uint64_t
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
-from cpython.sequence cimport PySequence_Fast_GET_ITEM
+from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport PyObject, Py_XDECREF
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_GET_ITEM
 
-from fastsock._c.includes.fs_io cimport iovec, fs_sendv_all, fs_recv_exact, fs_recv_some
+from fastsock._c.includes.fs_io cimport iovec
 from fastsock._c.includes.fs_buffer cimport (
     fs_buffer, fs_buffer_init, fs_buffer_free, fs_buffer_len, fs_buffer_start, fs_buffer_end,
-    fs_buffer_consume, fs_buffer_commit, fs_buffer_reserve, fs_buffer_append,
+    fs_buffer_consume, fs_buffer_commit, fs_buffer_reserve, fs_buffer_append, fs_buffer_shrink,
 )
 from fastsock._c.includes.fs_frame cimport (
     fs_framing, fs_frame, fs_framing_check, fs_frame_scan, fs_frame_header, fs_frame_trailer,
     fs_find_any, FS_FRAME_OK, FS_FRAME_PARTIAL, FS_FRAME_TOO_LARGE, FS_FRAME_HEADER_MAX,
-    FS_FRAMING_LENGTH, FS_FRAMING_DELIMITER, FS_FRAMING_ASCII, FS_FRAMING_FIXED,
+    FS_FRAMING_LENGTH, FS_FRAMING_VARINT, FS_FRAMING_DELIMITER, FS_FRAMING_FIXED, FS_FRAMING_ASCII,
+    FS_FRAMING_NETSTRING,
 )
+
+cdef extern from "Python.h":
+    # As cpython.bytes, but with the raw references that _PyBytes_Resize needs (NULL on error).
+    PyObject *_bytes_new_raw "PyBytes_FromStringAndSize"(const char *v, Py_ssize_t size) except NULL
+    int _bytes_resize_raw "_PyBytes_Resize"(PyObject **b, Py_ssize_t size) except -1
+    char *_bytes_raw_data "PyBytes_AS_STRING"(PyObject *b)
 
 import socket as _stream_stdsocket
 
 from fastsock import framing as _framing_mod
 from fastsock.framing import FramingError as _FramingError
+from fastsock._errors import FrameTooLarge
 from fastsock import _streambase
 
 STREAM_ALL = ["Stream", "connect", *_framing_mod.__all__]
@@ -40,7 +54,16 @@ AsciiLength = _framing_mod.AsciiLength
 Netstring = _framing_mod.Netstring
 DEFAULT_MAX_SIZE = _framing_mod.DEFAULT_MAX_SIZE
 
+# fs_frame.h's kind codes must equal the framings' _kind (set_framing copies one to the other).
+assert LengthPrefix._kind == FS_FRAMING_LENGTH and Varint._kind == FS_FRAMING_VARINT
+assert Delimiter._kind == FS_FRAMING_DELIMITER and FixedLength._kind == FS_FRAMING_FIXED
+assert AsciiLength._kind == FS_FRAMING_ASCII and Netstring._kind == FS_FRAMING_NETSTRING
+
 cdef size_t COPY_MAX = _streambase.COPY_MAX
+# Read-buffer memory, one rule with the pure Stream (see _streambase): a large frame's memory
+# starts at max(held, min(size, GROW_FROM)) and grows as its bytes arrive.
+cdef size_t GROW_FROM = _streambase.GROW_FROM
+cdef object _shrink_threshold = _streambase.shrink_threshold
 cdef int64_t DEADLINE_UNSET = -2  # per-call deadline not computed yet (no wait happened so far)
 cdef object _BUSY = _streambase.BUSY_MESSAGE
 cdef object _check_socket = _streambase.check_socket
@@ -99,7 +122,7 @@ cdef class Stream:
         self._read_size, self._max_buffer, self._write_buffer = _check_options(read_size, max_buffer, write_buffer)
         self._set_framing(framing)
         self._sock = sock
-        self._shrink_at = <size_t>max(4 * self._read_size, 1 << 20)
+        self._shrink_at = <size_t>_shrink_threshold(self._read_size)
         self._eof = False
         self._closed = False
 
@@ -154,8 +177,7 @@ cdef class Stream:
     cdef inline void _consume(self, size_t n):
         fs_buffer_consume(&self._r, n)
         self._resume = 0
-        if self._r.head == self._r.tail and self._r.cap > self._shrink_at:
-            fs_buffer_free(&self._r)  # after a huge frame, do not keep its memory per connection
+        fs_buffer_shrink(&self._r, self._shrink_at)  # emptied after a huge frame: give it back
 
     cdef inline object _take(self, size_t n):
         """The first n buffered bytes as bytes, consumed."""
@@ -163,7 +185,7 @@ cdef class Stream:
         self._consume(n)
         return out
 
-    cdef object _incomplete(self, size_t n, object expected):
+    cdef object _incomplete_error(self, size_t n, object expected):
         """IncompleteReadError holding the first n buffered bytes, consumed only once it
         exists: its __init__ is Python code, where a signal handler's exception could strike
         (and would lose bytes already consumed)."""
@@ -172,16 +194,19 @@ cdef class Stream:
         return exc
 
     cdef Py_ssize_t _fill(self, size_t need) except -1:
-        """One recv into the buffer's free space (room for `need` held bytes if larger than
-        read_size), waiting per the deadline. Returns the byte count, 0 at EOF."""
+        """One recv into the buffer's free space, waiting per the deadline. The space asked
+        for is read_size, or for a known frame of `need` bytes the rest of it, but at most
+        max(held, GROW_FROM) more: the buffer grows as the frame's bytes arrive (the rule of
+        the pure Stream). Returns the byte count, 0 at EOF."""
         cdef size_t held = fs_buffer_len(&self._r)
         cdef size_t want = <size_t>self._read_size
+        cdef size_t step
         cdef long room
         cdef long n
-        cdef int fd
         cdef int64_t deadline = self._get_deadline()
-        if need > held and need - held > want:
-            want = need - held
+        if need > held + want:
+            step = max(held, GROW_FROM)
+            want = max(want, min(need - held, step))
         room = fs_buffer_reserve(&self._r, want, <size_t>self._max_buffer)
         if room < 0:
             raise MemoryError()
@@ -189,20 +214,12 @@ cdef class Stream:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
 
-        fd = self._sock.fileno()
-        while True:
-            with nogil:
-                n = fs_recv_some(fd, fs_buffer_end(&self._r), <size_t>room, 0, deadline)
-            if n > 0:
-                fs_buffer_commit(&self._r, <size_t>n)
-                return n
-            if n == 0:
-                self._eof = True
-                return 0
-            if n == -EINTR:
-                after_eintr()
-                continue
-            raise io_error(<int>n)
+        n = io_recv_some(self._sock.fileno(), fs_buffer_end(&self._r), <size_t>room, 0, deadline)
+        if n == 0:
+            self._eof = True
+            return 0
+        fs_buffer_commit(&self._r, <size_t>n)
+        return n
 
     cdef bint _fill_to(self, size_t size) except -1:
         """Read until `size` bytes are buffered; False if EOF comes first."""
@@ -217,21 +234,12 @@ cdef class Stream:
         caller copied to dst[:keep_from] without consuming them), so no byte is lost."""
         cdef int64_t deadline = self._get_deadline()
         cdef int fd = self._sock.fileno()
-        cdef bint lowat = _use_lowat(self._sock, <Py_ssize_t>(size - got[0]))
-        cdef int rc
+        cdef bint lowat = use_lowat(self._sock, <Py_ssize_t>(size - got[0]))
         try:
-            while True:
-                with nogil:
-                    rc = fs_recv_exact(fd, dst, size, 0, deadline, lowat, got)
-                if rc == 0:
-                    return 0
-                if rc == FS_ERR_EOF:
-                    self._eof = True
-                    return 1
-                if rc == -EINTR:
-                    after_eintr()
-                    continue
-                raise io_error(rc)
+            if io_recv_exact(fd, dst, size, 0, deadline, lowat, got):
+                self._eof = True
+                return 1
+            return 0
         except BaseException:
             if got[0] > keep_from and fs_buffer_append(&self._r, dst + keep_from, got[0] - keep_from) != 0:
                 raise MemoryError("could not keep the bytes received before the error")
@@ -266,7 +274,7 @@ cdef class Stream:
             if self._eof:
                 if held == 0:
                     return None
-                raise self._incomplete(held, fr.total if fr.total else None)
+                raise self._incomplete_error(held, fr.total if fr.total else None)
             if fr.total and fr.header + fr.payload == fr.total and fr.total - held >= <size_t>self._read_size:
                 return self._large_frame(&fr)  # a big payload: straight into its bytes object
             if fr.total > <size_t>self._max_buffer:
@@ -276,7 +284,7 @@ cdef class Stream:
 
     cdef object _large_frame(self, fs_frame *fr):
         """Receive the rest of a large header-announced payload directly into the result
-        (memory beyond max(held, 16 MiB) is taken only as the payload's bytes arrive: a
+        (memory beyond max(held, GROW_FROM) is taken only as the payload's bytes arrive: a
         length prefix alone cannot make the Stream allocate its announced size)."""
         cdef size_t held = fs_buffer_len(&self._r)
         cdef size_t got
@@ -291,28 +299,30 @@ cdef class Stream:
 
     cdef object _receive_large(self, size_t skip, size_t size, size_t *got):
         """The held bytes after the first `skip`, then bytes straight from the socket until
-        there are `size`: returns them as bytes, fewer (*got) if EOF comes first. The first
-        allocation holds max(held, min(size, 16 MiB)); beyond that memory grows as bytes
-        arrive. Consumes nothing; on an exception _direct keeps the received bytes buffered."""
+        there are `size`: returns them as bytes, fewer (*got) if EOF comes first. Consumes
+        nothing; on an exception _direct keeps the received bytes buffered.
+
+        The result is received into in place: a new bytes object of max(held, min(size,
+        GROW_FROM)) bytes that, while only this function holds it, grows (at least doubling,
+        with _PyBytes_Resize: realloc, no copy of ours) only as the bytes arrive, so a
+        complete result needs no final copy. (Should that growth fail, MemoryError, the bytes
+        received into it are lost with it, as when _direct cannot keep them.)"""
         cdef size_t have = fs_buffer_len(&self._r) - skip
-        cdef size_t first = max(have, min(size, <size_t>EAGER_ALLOC_LIMIT))
+        cdef size_t cap = max(have, min(size, GROW_FROM))
+        cdef PyObject *out = _bytes_new_raw(NULL, <Py_ssize_t>cap)  # our reference, the only one
         got[0] = have
-        if first >= size:
-            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>size)
+        try:
             if have:
-                memcpy(PyBytes_AS_STRING(out), fs_buffer_start(&self._r) + skip, have)
-            if self._eof or self._direct(PyBytes_AS_STRING(out), size, got, have):
-                return out[:got[0]]
-            return out
-        grown = bytearray(first)
-        if have:
-            memcpy(PyByteArray_AS_STRING(grown), fs_buffer_start(&self._r) + skip, have)
-        while True:
-            if self._eof or self._direct(PyByteArray_AS_STRING(grown), <size_t>len(grown), got, have):
-                return bytes(grown[:got[0]])
-            if got[0] == size:
-                return bytes(grown)
-            PyByteArray_Resize(grown, min(size, 2 * <size_t>len(grown)))
+                memcpy(_bytes_raw_data(out), fs_buffer_start(&self._r) + skip, have)
+            while True:
+                if self._eof or self._direct(_bytes_raw_data(out), cap, got, have):
+                    return PyBytes_FromStringAndSize(_bytes_raw_data(out), <Py_ssize_t>got[0])
+                if got[0] == size:
+                    return <object>out
+                cap = min(size, 2 * cap)
+                _bytes_resize_raw(&out, <Py_ssize_t>cap)  # on failure: out is NULL, MemoryError
+        finally:
+            Py_XDECREF(out)
 
     cdef Py_ssize_t _drain(self, list out, Py_ssize_t limit) except -1:
         """Append every complete frame already buffered (at most `limit`) to `out`; no I/O.
@@ -334,9 +344,7 @@ cdef class Stream:
             count += 1
             fr.resume = 0
         if used:
-            fs_buffer_consume(&self._r, used)
-            if self._r.head == self._r.tail and self._r.cap > self._shrink_at:
-                fs_buffer_free(&self._r)
+            self._consume(used)
         self._resume = fr.resume if rc == FS_FRAME_PARTIAL else 0
         return count
 
@@ -350,7 +358,7 @@ cdef class Stream:
         cdef size_t *lens = NULL
         if n == 0:
             raise ValueError("read_until() needs at least one delimiter")
-        lim = self._max_buffer if limit is None else _size_arg(limit, "readline" if line else "read_until")
+        lim = self._max_buffer if limit is None else size_arg(limit, "readline" if line else "read_until")
         for d in delims:
             if not isinstance(d, bytes):
                 raise TypeError(f"delimiters must be bytes, not {type(d).__name__}")
@@ -375,7 +383,8 @@ cdef class Stream:
                     if at > lim:
                         raise FrameTooLarge(at, lim)
                     end = <size_t>at + lens[which]
-                    out = PyBytes_FromStringAndSize(fs_buffer_start(&self._r), <Py_ssize_t>(end if keep else <size_t>at))
+                    out = PyBytes_FromStringAndSize(fs_buffer_start(&self._r),
+                                                    <Py_ssize_t>(end if keep else <size_t>at))
                     self._consume(end)
                     return out
                 if held >= <size_t>lim + maxlen:
@@ -383,7 +392,7 @@ cdef class Stream:
                 if self._eof:
                     if line:
                         return self._take(held)
-                    raise self._incomplete(held, None)
+                    raise self._incomplete_error(held, None)
                 resume = held - (maxlen - 1) if held >= maxlen - 1 else 0
                 self._fill(0)
         finally:
@@ -416,23 +425,10 @@ cdef class Stream:
         here. On success the queue is empty; on failure it holds every unsent byte."""
         cdef size_t queued = fs_buffer_len(&self._w)
         cdef size_t sent = 0
-        cdef int rc
-        cdef int fd
-        cdef int64_t deadline
         iov[0].iov_base = fs_buffer_start(&self._w)
         iov[0].iov_len = queued
         try:
-            deadline = self._get_deadline()
-            fd = self._sock.fileno()
-            while True:
-                with nogil:
-                    rc = fs_sendv_all(fd, iov, n, 0, deadline, &sent)
-                if rc == 0:
-                    break
-                if rc == -EINTR:
-                    after_eintr()
-                    continue
-                raise io_error(rc)
+            io_sendv_all(self._sock.fileno(), iov, n, 0, self._get_deadline(), &sent)
         except BaseException:
             self._requeue(iov, n, sent)
             raise
@@ -547,7 +543,7 @@ cdef class Stream:
                 while not self._eof:
                     self._fill(0)
                 return self._take(fs_buffer_len(&self._r))
-            size = _size_arg(n, "read")
+            size = size_arg(n, "read")
             if size == 0:
                 return b""
             if fs_buffer_len(&self._r) == 0 and not self._eof:
@@ -559,8 +555,8 @@ cdef class Stream:
     def read_exactly(self, n):
         """Exactly n bytes. EOF first raises IncompleteReadError (.partial, .expected); on
         timeout or error every byte received stays buffered for the next call. Large reads
-        go straight into the result; memory beyond 16 MiB is taken as bytes arrive."""
-        cdef Py_ssize_t size = _size_arg(n, "read_exactly")
+        go straight into the result; memory beyond 1 MiB is taken as bytes arrive."""
+        cdef Py_ssize_t size = size_arg(n, "read_exactly")
         cdef size_t held, got
         self._enter()
         try:
@@ -569,7 +565,7 @@ cdef class Stream:
                 return self._take(size)
             if size <= self._max_buffer and <size_t>size - held < <size_t>self._read_size:
                 if not self._fill_to(size):
-                    raise self._incomplete(fs_buffer_len(&self._r), size)
+                    raise self._incomplete_error(fs_buffer_len(&self._r), size)
                 return self._take(size)
             out = self._receive_large(0, <size_t>size, &got)
             if got != <size_t>size:
@@ -587,8 +583,6 @@ cdef class Stream:
         cdef Py_buffer view
         cdef size_t k
         cdef long n
-        cdef int fd
-        cdef int64_t deadline
         _get_writable_view(buffer, &view, "readinto")
         try:
             self._enter()
@@ -597,17 +591,8 @@ cdef class Stream:
                     return 0
                 if fs_buffer_len(&self._r) == 0 and not self._eof:
                     if view.len >= self._read_size:
-                        deadline = self._get_deadline()
-                        fd = self._sock.fileno()
-                        while True:
-                            with nogil:
-                                n = fs_recv_some(fd, <char *>view.buf, <size_t>view.len, 0, deadline)
-                            if n >= 0:
-                                break
-                            if n == -EINTR:
-                                after_eintr()
-                                continue
-                            raise io_error(<int>n)
+                        n = io_recv_some(self._sock.fileno(), <char *>view.buf, <size_t>view.len, 0,
+                                         self._get_deadline())
                         if n == 0:
                             self._eof = True
                         return n
@@ -636,7 +621,7 @@ cdef class Stream:
                 held = fs_buffer_len(&self._r)
                 if held < size and size <= <size_t>self._max_buffer and size - held < <size_t>self._read_size:
                     if not self._fill_to(size):
-                        raise self._incomplete(fs_buffer_len(&self._r), size)
+                        raise self._incomplete_error(fs_buffer_len(&self._r), size)
                     held = size
                 if held >= size:
                     if size:  # an empty buffer may own no memory (NULL)
@@ -689,7 +674,7 @@ cdef class Stream:
                 self._fill(0)
             size = <Py_ssize_t>fs_buffer_len(&self._r)
             if n is not None and n >= 0:
-                size = min(size, _size_arg(n, "peek"))
+                size = min(size, size_arg(n, "peek"))
             return PyBytes_FromStringAndSize(fs_buffer_start(&self._r), size)
         finally:
             self._busy = False
@@ -697,7 +682,7 @@ cdef class Stream:
     def discard(self, n):
         """Drop up to n buffered bytes (no I/O); returns how many were dropped. Use it to
         skip past a frame refused by FrameTooLarge or FramingError."""
-        cdef Py_ssize_t size = _size_arg(n, "discard")
+        cdef Py_ssize_t size = size_arg(n, "discard")
         cdef size_t k
         self._enter()
         try:
@@ -728,7 +713,7 @@ cdef class Stream:
         cdef Py_ssize_t limit = PY_SSIZE_T_MAX
         cdef list frames = []
         if max_frames is not None:
-            limit = _size_arg(max_frames, "read_frames")
+            limit = size_arg(max_frames, "read_frames")
             if limit == 0:
                 raise ValueError("max_frames must be >= 1")
         self._enter()
@@ -773,6 +758,12 @@ cdef class Stream:
         """Bytes queued for writing and not yet sent."""
         return fs_buffer_len(&self._w)
 
+    @property
+    def _read_capacity(self):
+        """Private, for tests: the read buffer's capacity in bytes (its memory, held or free),
+        to check that both backends keep the same after the same operations."""
+        return self._r.cap
+
     # -- writing ----------------------------------------------------------------------
 
     def write(self, data):
@@ -786,7 +777,8 @@ cdef class Stream:
         try:
             self._enter()
             try:
-                if <size_t>view.len <= COPY_MAX and fs_buffer_len(&self._w) + <size_t>view.len <= <size_t>self._write_buffer:
+                if (<size_t>view.len <= COPY_MAX
+                        and fs_buffer_len(&self._w) + <size_t>view.len <= <size_t>self._write_buffer):
                     self._queue(<const char *>view.buf, <size_t>view.len)
                     return None
                 iov[1].iov_base = view.buf

@@ -12,7 +12,6 @@ cdef extern from "fs_frame.h" nogil:
         FS_FRAME_PARTIAL
         FS_FRAME_OK
         FS_FRAME_TOO_LARGE
-        FS_FRAME_MALFORMED
         FS_FRAME_HEADER_MAX
 
     ctypedef struct fs_framing:
