@@ -22,7 +22,7 @@ from fastsock._c.includes.fs_io cimport (
 import operator as _operator
 import socket as _io_stdsocket
 
-from fastsock._errors import IncompleteReadError
+from fastsock._errors import IncompleteReadError, SocketTimeout as _SocketTimeoutType
 from fastsock._socketbase import LOWAT_MIN as _LOWAT_MIN_PY
 
 cdef extern from "sys/socket.h":
@@ -30,7 +30,8 @@ cdef extern from "sys/socket.h":
     const int AF_INET6
     const int SOCK_STREAM
 
-cdef object _SocketTimeout = _io_stdsocket.timeout  # TimeoutError on 3.10+
+# socket.timeout, which is TimeoutError on 3.10+ (and also a TimeoutError on 3.9).
+cdef object _SocketTimeout = _SocketTimeoutType
 cdef Py_ssize_t LOWAT_MIN = _LOWAT_MIN_PY
 # The raw int members of _socket.socket: socket.socket.family/type are Python properties
 # that build enums, far slower than reading the C struct field.
