@@ -2,7 +2,8 @@
 
 Each W3 function takes a connected socket, parses `n_frames` frames with a 4-byte big-endian
 length prefix, and returns (frames, payload_bytes). Each W2 function echoes `rounds` frames.
-The benchmark runner (fastsock/_bench) may reuse these as they are.
+W3's stdlib best is the benchmark runner's own (fastsock/_bench/impls/w3.py), so both measure
+the same baseline.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import socket
 import struct
 from types import ModuleType
 from typing import Any
+
+from fastsock._bench.impls.w3 import stdlib_best_frames
 
 HEADER = struct.Struct(">I")
 
@@ -43,32 +46,9 @@ def w3_stream_read_frame(impl: ModuleType, sock: socket.socket, n_frames: int) -
 
 
 def w3_stdlib_best(sock: socket.socket, n_frames: int) -> tuple[int, int]:
-    """recv_into a preallocated bytearray, struct.unpack_from + memoryview slices per frame."""
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
-    unpack = HEADER.unpack_from
-    start = end = 0
-    frames = total = 0
-    while frames < n_frames:
-        if start and start == end:
-            start = end = 0
-        elif len(buf) - end < 65536:  # move the partial frame to the front
-            view[: end - start] = view[start:end]
-            end -= start
-            start = 0
-        n = sock.recv_into(view[end:])
-        if n == 0:
-            break
-        end += n
-        while end - start >= 4:
-            size = unpack(buf, start)[0]
-            stop = start + 4 + size
-            if stop > end:
-                break
-            payload = view[start + 4:stop]
-            total += len(payload)
-            frames += 1
-            start = stop
+    """stdlib best: the runner's W3 baseline (fastsock._bench.impls.w3.stdlib_best_frames),
+    stopped after n_frames."""
+    frames, total, _ = stdlib_best_frames(sock, n_frames)
     return frames, total
 
 

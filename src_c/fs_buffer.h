@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include "fs_debug.h"
+
 typedef struct {
     char *data;
     size_t cap;
@@ -18,17 +20,45 @@ typedef struct {
     size_t tail;
 } fs_buffer;
 
+/* The layout invariant, asserted on entry to and exit from every function below in debug
+ * builds (nothing in release builds: see fs_debug.h). */
+#define FS_BUFFER_CHECK(b)                                                                 \
+    do {                                                                                   \
+        FS_ASSERT((b)->head <= (b)->tail);                                                 \
+        FS_ASSERT((b)->tail <= (b)->cap);                                                  \
+        FS_ASSERT((b)->data != NULL || (b)->cap == 0);                                     \
+    } while (0)
+
 /* An empty buffer that owns no memory yet. */
 void fs_buffer_init(fs_buffer *b);
 
 /* Release the memory; the buffer is empty and reusable afterwards. */
 void fs_buffer_free(fs_buffer *b);
 
-static inline size_t fs_buffer_len(const fs_buffer *b) { return b->tail - b->head; }
+static inline size_t fs_buffer_len(const fs_buffer *b)
+{
+    FS_BUFFER_CHECK(b);
+    return b->tail - b->head;
+}
+
 /* NULL (not NULL + 0, which C leaves undefined) while the buffer owns no memory. */
-static inline char *fs_buffer_start(const fs_buffer *b) { return b->data ? b->data + b->head : NULL; }
-static inline char *fs_buffer_end(const fs_buffer *b) { return b->data ? b->data + b->tail : NULL; }
-static inline size_t fs_buffer_room(const fs_buffer *b) { return b->cap - b->tail; }
+static inline char *fs_buffer_start(const fs_buffer *b)
+{
+    FS_BUFFER_CHECK(b);
+    return b->data ? b->data + b->head : NULL;
+}
+
+static inline char *fs_buffer_end(const fs_buffer *b)
+{
+    FS_BUFFER_CHECK(b);
+    return b->data ? b->data + b->tail : NULL;
+}
+
+static inline size_t fs_buffer_room(const fs_buffer *b)
+{
+    FS_BUFFER_CHECK(b);
+    return b->cap - b->tail;
+}
 
 /* Drop the first n held bytes (clamped to what is held). */
 void fs_buffer_consume(fs_buffer *b, size_t n);

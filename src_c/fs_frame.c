@@ -3,6 +3,7 @@
 #define _GNU_SOURCE 1 /* memmem */
 #endif
 #include "fs_frame.h"
+#include "fs_debug.h"
 
 #include <errno.h>
 #include <string.h>
@@ -197,22 +198,48 @@ static int scan_delimiter(const fs_framing *f, const char *data, size_t len, fs_
 int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *fr)
 {
     const unsigned char *p = (const unsigned char *)data;
+    FS_ASSERT(data != NULL || len == 0);
+    FS_ASSERT(fr->resume <= len); /* 0, or where a scan of a prefix of this range stopped */
+    int rc;
     switch (f->kind) {
     case FS_FRAMING_LENGTH:
-        return scan_length(f, p, len, fr);
+        rc = scan_length(f, p, len, fr);
+        break;
     case FS_FRAMING_VARINT:
-        return scan_varint(f, p, len, fr);
+        rc = scan_varint(f, p, len, fr);
+        break;
     case FS_FRAMING_DELIMITER:
-        return scan_delimiter(f, data, len, fr);
+        rc = scan_delimiter(f, data, len, fr);
+        break;
     case FS_FRAMING_FIXED:
-        return sized(f, 0, f->max_size, 0, len, fr);
+        rc = sized(f, 0, f->max_size, 0, len, fr);
+        break;
     case FS_FRAMING_ASCII:
-        return scan_ascii(f, p, len, fr);
+        rc = scan_ascii(f, p, len, fr);
+        break;
     case FS_FRAMING_NETSTRING:
-        return scan_netstring(f, p, len, fr);
+        rc = scan_netstring(f, p, len, fr);
+        break;
     default:
-        return FS_FRAME_MALFORMED;
+        rc = FS_FRAME_MALFORMED;
+        break;
     }
+    /* The result lies inside the input: a caller slices data with it unchecked. */
+    FS_ASSERT(rc == FS_FRAME_OK || rc == FS_FRAME_PARTIAL || rc == FS_FRAME_TOO_LARGE ||
+              rc == FS_FRAME_MALFORMED);
+    FS_ASSERT(rc != FS_FRAME_OK || (fr->header <= FS_FRAME_HEADER_MAX && fr->header + fr->payload <= fr->total &&
+                                    fr->total <= len));
+    FS_ASSERT(rc != FS_FRAME_OK ||
+              fr->total - fr->header - fr->payload ==
+                  (f->kind == FS_FRAMING_NETSTRING ? 1
+                   : f->kind == FS_FRAMING_DELIMITER && !f->keep ? f->delim_len
+                                                                 : 0)); /* exactly the trailer */
+    FS_ASSERT(rc != FS_FRAME_OK ||
+              fr->payload <= f->max_size + (f->kind == FS_FRAMING_DELIMITER && f->keep ? f->delim_len : 0));
+    FS_ASSERT(rc != FS_FRAME_PARTIAL || fr->total == 0 || fr->total > len); /* more is needed */
+    FS_ASSERT(rc != FS_FRAME_PARTIAL || fr->resume <= len);
+    FS_ASSERT(rc != FS_FRAME_TOO_LARGE || fr->size > f->max_size);
+    return rc;
 }
 
 /* Decimal digits of v into out, zero-padded to at least `width`; returns the count. */
@@ -255,15 +282,18 @@ int fs_frame_header(const fs_framing *f, const char *payload, size_t plen, char 
         }
         out[n++] = (char)v;
         *hlen = n;
+        FS_ASSERT(n <= 10); /* 64 bits in 7-bit groups */
         return 0;
     }
     case FS_FRAMING_ASCII:
         *hlen = decimal(v, f->width, out);
+        FS_ASSERT(*hlen == f->width); /* fs_framing_check: max_size has at most width digits */
         return 0;
     case FS_FRAMING_NETSTRING: {
         size_t n = decimal(v, 1, out);
         out[n++] = ':';
         *hlen = n;
+        FS_ASSERT(n <= FS_FRAME_HEADER_MAX);
         return 0;
     }
     case FS_FRAMING_DELIMITER:
@@ -308,5 +338,7 @@ long fs_find_any(const char *data, size_t len, size_t start, const char *const *
             *which = i;
         }
     }
+    /* a hit starts at or after `start` and ends inside the range */
+    FS_ASSERT(best == -1 || ((size_t)best >= start && lens[*which] <= len - (size_t)best));
     return best;
 }

@@ -1,5 +1,6 @@
 /* fs_io.c — send/recv loops on raw fds with deadlines; see fs_io.h for the contract. */
 #include "fs_io.h"
+#include "fs_debug.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -57,10 +58,12 @@ int fs_wait_fd(int fd, short events, int64_t deadline_ns)
 int fs_send_all(int fd, const char *buf, size_t len, int flags, int64_t deadline_ns, size_t *sent)
 {
     flags |= MSG_NOSIGNAL;
+    FS_ASSERT(*sent <= len); /* the progress of an earlier call on the same buffer */
     while (*sent < len) {
         ssize_t n = send(fd, buf + *sent, len - *sent, flags);
         if (n >= 0) {
             *sent += (size_t)n;
+            FS_ASSERT(*sent <= len);
             /* A blocking send only stops short when a signal arrived: let the caller run
              * the handlers before blocking again. */
             if (deadline_ns == FS_BLOCK && *sent < len)
@@ -95,6 +98,7 @@ int fs_sendv_all(int fd, struct iovec *iov, size_t iovcnt, int flags, int64_t de
         skip -= iov[idx].iov_len;
         idx++;
     }
+    FS_ASSERT(idx < iovcnt || skip == 0); /* *sent is within the iovecs' bytes */
     while (idx < iovcnt) {
         size_t cnt = iovcnt - idx;
         if (cnt > FS_IOV_MAX)
@@ -127,6 +131,7 @@ int fs_sendv_all(int fd, struct iovec *iov, size_t iovcnt, int flags, int64_t de
             idx++;
         }
         skip = left;
+        FS_ASSERT(idx < iovcnt || skip == 0); /* the kernel sent no more than was given */
     }
     return 0;
 }
@@ -179,11 +184,13 @@ int fs_recv_exact(int fd, char *buf, size_t len, int flags, int64_t deadline_ns,
     if (deadline_ns == FS_BLOCK || deadline_ns == FS_NONBLOCK)
         use_lowat = 0; /* nothing to wait for with lowat: blocking reads use MSG_WAITALL */
     int first_flags = (deadline_ns == FS_BLOCK && !use_lowat) ? (flags | MSG_WAITALL) : (flags | MSG_DONTWAIT);
+    FS_ASSERT(*got <= len); /* the progress of an earlier call on the same buffer */
     while (*got < len) {
         size_t want = len - *got;
         ssize_t n = recv(fd, buf + *got, want, first_flags);
         if (n > 0) {
             *got += (size_t)n;
+            FS_ASSERT(*got <= len);
             /* MSG_WAITALL only stops short for a signal, EOF or an error: let the caller
              * run signal handlers; the next call reports EOF or the error. */
             if ((first_flags & MSG_WAITALL) && *got < len)
@@ -209,6 +216,7 @@ long fs_recv_some(int fd, char *buf, size_t len, int flags, int64_t deadline_ns)
     int rflags = deadline_ns == FS_BLOCK ? flags : (flags | MSG_DONTWAIT);
     for (;;) {
         ssize_t n = recv(fd, buf, len, rflags);
+        FS_ASSERT(n < 0 || (size_t)n <= len);
         if (n >= 0)
             return (long)n;
         int err = errno;

@@ -5,6 +5,7 @@
 
 #include "fs_poll.h"
 #include "fs_compat.h"
+#include "fs_debug.h"
 #include "fs_io.h" /* fs_now_ns: one monotonic clock for every deadline */
 
 #include <errno.h>
@@ -144,6 +145,74 @@ static uint32_t from_epoll_bits(uint32_t r)
 }
 #endif
 
+/* ---- debug checks (nothing of this is compiled with NDEBUG: see fs_debug.h) --------- */
+
+#ifdef NDEBUG
+#define POLLER_CHECK(p) ((void)0)
+#define WAIT_CHECK(w) ((void)0)
+#else
+#define POLLER_CHECK(p) poller_check(p)
+#define WAIT_CHECK(w) wait_check(w)
+
+/* Everything the poller's fields promise each other. O(nslots): the slot table, `count`
+ * and (poll method) the pollfd array describe the same set of registered descriptors. */
+static void poller_check(const fs_poller *p)
+{
+    if (p->closed) { /* never opened, failed to open, or closed: owns nothing */
+        FS_ASSERT(p->epfd == -1);
+        FS_ASSERT(p->slots == NULL && p->nslots == 0 && p->count == 0);
+        FS_ASSERT(p->pfds == NULL && p->pfds_cap == 0);
+        return;
+    }
+    FS_ASSERT(p->method == FS_POLL_EPOLL || p->method == FS_POLL_POLL);
+    FS_ASSERT(p->method == FS_POLL_EPOLL ? p->epfd >= 0 : p->epfd == -1);
+    FS_ASSERT(p->slots != NULL || p->nslots == 0);
+    FS_ASSERT(p->count <= p->nslots);
+    if (p->method == FS_POLL_POLL)
+        FS_ASSERT(p->count <= p->pfds_cap && (p->pfds != NULL || p->pfds_cap == 0));
+    else
+        FS_ASSERT(p->pfds == NULL && p->pfds_cap == 0);
+    const struct pollfd *pfds = p->pfds;
+    size_t registered = 0;
+    for (size_t fd = 0; fd < p->nslots; fd++) {
+        const fs_poll_slot *s = &p->slots[fd];
+        if (!s->registered) { /* del and ensure_slot leave unused slots all zero */
+            FS_ASSERT(s->events == 0 && s->flags == 0 && s->armed == 0 && s->pos == 0);
+            continue;
+        }
+        registered++;
+        FS_ASSERT(s->registered == 1 && s->armed <= 1);
+        FS_ASSERT((s->events & ~FS_POLL_ALL) == 0 && (s->flags & ~(FS_POLL_EDGE | FS_POLL_ONESHOT)) == 0);
+        if (p->method == FS_POLL_EPOLL) {
+            FS_ASSERT(s->pos == -1 && s->armed == 1); /* the kernel disarms epoll oneshots */
+            continue;
+        }
+        /* poll: the slot names its pollfd, which names the slot's fd (-fd - 1 if disarmed) */
+        FS_ASSERT(s->pos >= 0 && (size_t)s->pos < p->count);
+        const struct pollfd *pf = &pfds[s->pos];
+        FS_ASSERT(pf->fd == (s->armed ? (int)fd : -(int)fd - 1));
+        FS_ASSERT(pf->events == to_poll_bits(s->events));
+        FS_ASSERT(s->armed || (s->flags & FS_POLL_ONESHOT));
+    }
+    FS_ASSERT(registered == p->count); /* so the pollfds [0, count) are each one slot's */
+}
+
+/* A wait's arrays can hold what fs_poll_wait_run will ask the kernel for (once prepared). */
+static void wait_check(const fs_poll_wait *w)
+{
+    FS_ASSERT(w->events != NULL || w->events_cap == 0);
+    FS_ASSERT(w->raw != NULL || w->raw_cap == 0);
+    if (w->method == 0) /* initialized, never prepared */
+        return;
+    FS_ASSERT(w->method == FS_POLL_EPOLL || w->method == FS_POLL_POLL);
+    FS_ASSERT(w->max_events >= 1 && w->max_events <= INT_MAX && w->max_events <= w->events_cap);
+    if (w->method == FS_POLL_EPOLL)
+        FS_ASSERT(w->epfd >= 0 && w->max_events <= w->raw_cap);
+    else
+        FS_ASSERT(w->nraw <= w->raw_cap);
+}
+#endif
+
 /* ---- lifecycle -------------------------------------------------------------------- */
 
 int fs_poll_init(fs_poller *p, int method)
@@ -170,11 +239,13 @@ int fs_poll_init(fs_poller *p, int method)
 #endif
     p->method = method;
     p->closed = 0;
+    POLLER_CHECK(p);
     return 0;
 }
 
 int fs_poll_close(fs_poller *p)
 {
+    POLLER_CHECK(p);
     int rc = 0;
     if (p->epfd >= 0 && close(p->epfd) < 0 && errno != EINTR)
         rc = -errno;
@@ -185,6 +256,7 @@ int fs_poll_close(fs_poller *p)
     p->pfds = NULL;
     p->nslots = p->count = p->pfds_cap = 0;
     p->closed = 1;
+    POLLER_CHECK(p);
     return rc;
 }
 
@@ -192,6 +264,7 @@ int fs_poll_close(fs_poller *p)
 
 int fs_poll_add(fs_poller *p, int fd, uint32_t events, unsigned flags)
 {
+    POLLER_CHECK(p);
     if (p->closed)
         return -EBADF;
     if (!valid_request(fd, events, flags))
@@ -243,11 +316,13 @@ int fs_poll_add(fs_poller *p, int fd, uint32_t events, unsigned flags)
     s->registered = 1;
     s->armed = 1;
     p->count++;
+    POLLER_CHECK(p);
     return 0;
 }
 
 int fs_poll_mod(fs_poller *p, int fd, uint32_t events, unsigned flags)
 {
+    POLLER_CHECK(p);
     if (p->closed)
         return -EBADF;
     if (!valid_request(fd, events, flags))
@@ -275,11 +350,13 @@ int fs_poll_mod(fs_poller *p, int fd, uint32_t events, unsigned flags)
     s->events = events;
     s->flags = (uint8_t)flags;
     s->armed = 1;
+    POLLER_CHECK(p);
     return 0;
 }
 
 int fs_poll_del(fs_poller *p, int fd)
 {
+    POLLER_CHECK(p);
     if (p->closed)
         return -EBADF;
     fs_poll_slot *s = slot_of(p, fd);
@@ -307,11 +384,13 @@ int fs_poll_del(fs_poller *p, int fd)
     p->count--;
     if (p->rotate >= p->count)
         p->rotate = 0;
+    POLLER_CHECK(p);
     return 0;
 }
 
 int fs_poll_has(const fs_poller *p, int fd)
 {
+    POLLER_CHECK(p);
     return slot_of(p, fd) != NULL;
 }
 
@@ -321,6 +400,7 @@ void fs_poll_wait_init(fs_poll_wait *w)
 {
     memset(w, 0, sizeof(*w));
     w->epfd = -1;
+    WAIT_CHECK(w);
 }
 
 void fs_poll_wait_free(fs_poll_wait *w)
@@ -351,6 +431,7 @@ static int grow(void **buf, size_t *cap, size_t need, size_t elem)
 
 int fs_poll_wait_prepare(fs_poller *p, fs_poll_wait *w, size_t max_events)
 {
+    POLLER_CHECK(p); /* (w need not be consistent: a failed prepare may have left it half-set) */
     if (p->closed)
         return -EBADF;
     size_t cap = p->count ? p->count : 1;
@@ -365,8 +446,12 @@ int fs_poll_wait_prepare(fs_poller *p, fs_poll_wait *w, size_t max_events)
     if (rc < 0)
         return rc;
 #ifdef FS_HAVE_EPOLL
-    if (p->method == FS_POLL_EPOLL)
-        return grow(&w->raw, &w->raw_cap, max_events, sizeof(struct epoll_event));
+    if (p->method == FS_POLL_EPOLL) {
+        rc = grow(&w->raw, &w->raw_cap, max_events, sizeof(struct epoll_event));
+        if (rc == 0)
+            WAIT_CHECK(w);
+        return rc;
+    }
 #endif
     /* poll method: the wait runs on a private copy, so registrations may change meanwhile */
     rc = grow(&w->raw, &w->raw_cap, p->count ? p->count : 1, sizeof(struct pollfd));
@@ -375,29 +460,38 @@ int fs_poll_wait_prepare(fs_poller *p, fs_poll_wait *w, size_t max_events)
     if (p->count)
         memcpy(w->raw, p->pfds, p->count * sizeof(struct pollfd));
     w->nraw = p->count;
+    WAIT_CHECK(w);
     return 0;
 }
 
 int fs_poll_wait_run(fs_poll_wait *w, int timeout_ms)
 {
+    WAIT_CHECK(w); /* only w: the poller may change meanwhile */
     int n;
     if (timeout_ms < 0)
         timeout_ms = -1;
 #ifdef FS_HAVE_EPOLL
     if (w->method == FS_POLL_EPOLL) {
         n = epoll_wait(w->epfd, (struct epoll_event *)w->raw, (int)w->max_events, timeout_ms);
+        FS_ASSERT(n < 0 || (size_t)n <= w->max_events);
         return n < 0 ? -errno : n;
     }
 #endif
     n = poll((struct pollfd *)w->raw, (nfds_t)w->nraw, timeout_ms);
+    FS_ASSERT(n < 0 || (size_t)n <= w->nraw);
     return n < 0 ? -errno : n;
 }
 
 int fs_poll_wait_collect(fs_poller *p, fs_poll_wait *w, int n)
 {
+    POLLER_CHECK(p);
+    WAIT_CHECK(w);
     size_t out = 0;
     if (n <= 0 || p->closed)
         return 0;
+    /* n is what fs_poll_wait_run returned for this wait, which was prepared on this poller */
+    FS_ASSERT(w->method == p->method);
+    FS_ASSERT(w->method == FS_POLL_EPOLL ? (size_t)n <= w->max_events : (size_t)n <= w->nraw);
 #ifdef FS_HAVE_EPOLL
     if (w->method == FS_POLL_EPOLL) {
         const struct epoll_event *ev = w->raw;
@@ -409,6 +503,7 @@ int fs_poll_wait_collect(fs_poller *p, fs_poll_wait *w, int n)
             w->events[out].events = from_epoll_bits(ev[i].events);
             out++;
         }
+        FS_ASSERT(out <= w->max_events);
         return (int)out;
     }
 #endif
@@ -443,5 +538,7 @@ int fs_poll_wait_collect(fs_poller *p, fs_poll_wait *w, int n)
         w->events[out].events = e;
         out++;
     }
+    POLLER_CHECK(p); /* disarming a oneshot kept the slot and its pollfd in agreement */
+    FS_ASSERT(out <= w->max_events);
     return (int)out;
 }

@@ -3,16 +3,23 @@
 `impl` is the backend module (`fastsock._c._speedups` or `fastsock._py`); both expose the
 same names. `--no-c-extensions` drops the compiled backend (for a FASTSOCK_NO_EXTENSIONS
 install); without it, a missing extension is an error, never a silent skip.
+
+Fixtures shared by the Poller and Selector tests (test_poller.py, test_selector.py,
+test_selector_asyncio.py) are here too: `method` (each poll method of the backend) and
+`pair` (a non-blocking socketpair); their plain helpers are in pollutil.py.
 """
 
 from __future__ import annotations
 
 import importlib
+import socket
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
 
 BACKENDS = ["c", "python"]
+POLL_METHODS = ["epoll", "poll"]  # what `method` tries; the pure backend's "select" is tested alone
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,3 +66,23 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
     if request.param == "c":
         return importlib.import_module("fastsock._c._speedups")
     return importlib.import_module("fastsock._py")
+
+
+@pytest.fixture(params=POLL_METHODS)
+def method(request: pytest.FixtureRequest, impl: ModuleType) -> str:
+    """Each poll method the backend has here (epoll is Linux-only)."""
+    if request.param not in impl.POLL_METHODS:
+        pytest.skip(f"{request.param} is not available on this platform")
+    return str(request.param)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected pair of non-blocking stdlib sockets (AF_UNIX), closed afterwards.
+    (test_socket_transfer.py has its own `pair`, of backend sockets on every transport.)"""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()

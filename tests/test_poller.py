@@ -1,10 +1,10 @@
-"""fastsock.Poller on both backends (impl) and both poll methods (method)."""
+"""fastsock.Poller on both backends (impl) and both poll methods (method).
+The `method` and `pair` fixtures are in conftest.py, tcp_pair and the other helpers in pollutil.py."""
 
 from __future__ import annotations
 
 import errno
 import gc
-import os
 import resource
 import select
 import signal
@@ -15,14 +15,7 @@ import time
 
 import pytest
 
-
-
-@pytest.fixture(params=["epoll", "poll"])
-def method(request, impl):
-    """Each poll method the backend has here (epoll is Linux-only)."""
-    if request.param not in impl.POLL_METHODS:
-        pytest.skip(f"{request.param} is not available on this platform")
-    return request.param
+from pollutil import needs_proc_fd, open_fd_count, raise_nofile, tcp_pair
 
 
 @pytest.fixture
@@ -30,16 +23,6 @@ def poller(impl, method):
     p = impl.Poller(method=method)
     yield p
     p.close()
-
-
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def drain(sock):
@@ -295,14 +278,6 @@ def test_signal_handler_exception_propagates(poller, pair, impl):
     assert poller.poll(5) == [(a.fileno(), impl.READ)]
 
 
-def tcp_pair():
-    srv = socket.create_server(("127.0.0.1", 0))
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
-    srv.close()
-    return cli, peer
-
-
 def test_hangup_on_peer_close(poller, impl):
     a, b = tcp_pair()  # TCP: a peer's close is a half-close seen from here (unlike AF_UNIX)
     try:
@@ -480,19 +455,9 @@ def test_two_threads_polling_and_close_while_polling(impl, method):
         b.close()
 
 
-def _raise_nofile(want):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= want:
-        return soft, hard
-    if hard != resource.RLIM_INFINITY and hard < want:
-        pytest.skip(f"needs {want} descriptors but the hard RLIMIT_NOFILE is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return soft, hard
-
-
 @pytest.mark.timeout(120)
 def test_ten_thousand_sockets(poller, impl):
-    soft, hard = _raise_nofile(10_000 + 200)
+    soft, hard = raise_nofile(10_000 + 200)
     pairs = []
     try:
         for _ in range(5_000):
@@ -514,9 +479,9 @@ def test_ten_thousand_sockets(poller, impl):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@needs_proc_fd
 def test_no_descriptor_leak(impl, method):
-    before = len(os.listdir("/proc/self/fd"))
+    before = open_fd_count()
     for _ in range(200):
         p = impl.Poller(method=method)  # dropped without close(): dealloc releases
         del p
@@ -524,7 +489,7 @@ def test_no_descriptor_leak(impl, method):
         with impl.Poller(method=method):
             pass
     gc.collect()
-    assert len(os.listdir("/proc/self/fd")) <= before
+    assert open_fd_count() <= before
 
 
 def test_select_method(impl):

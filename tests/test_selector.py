@@ -1,11 +1,11 @@
 """fastsock.Selector on both backends (impl) and both poll methods: what CPython's suite
-(test_selector_cpython.py) does not cover."""
+(test_selector_cpython.py) does not cover. The `method` and `pair` fixtures are in
+conftest.py, tcp_pair and the other helpers in pollutil.py."""
 
 from __future__ import annotations
 
 import errno
 import gc
-import os
 import resource
 import selectors
 import socket
@@ -15,14 +15,8 @@ import weakref
 
 import pytest
 
+from pollutil import needs_proc_fd, open_fd_count, raise_nofile, tcp_pair
 from selectors import EVENT_READ, EVENT_WRITE
-
-
-@pytest.fixture(params=["epoll", "poll"])
-def method(request, impl):
-    if request.param not in impl.POLL_METHODS:
-        pytest.skip(f"{request.param} is not available on this platform")
-    return request.param
 
 
 @pytest.fixture
@@ -30,16 +24,6 @@ def sel(impl, method):
     s = impl.Selector(method=method)
     yield s
     s.close()
-
-
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def test_is_a_base_selector(sel, method):
@@ -161,10 +145,7 @@ def test_modify_updates_what_select_returns(sel, pair):
 
 
 def test_error_wakes_readers_and_writers(sel):
-    srv = socket.create_server(("127.0.0.1", 0))
-    cli = socket.create_connection(srv.getsockname())
-    peer, _ = srv.accept()
-    srv.close()
+    cli, peer = tcp_pair()
     try:
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         peer.close()  # linger 0: RST, so cli sees an error
@@ -211,12 +192,7 @@ def test_select_timeouts(sel, pair):
 
 @pytest.mark.timeout(120)
 def test_ten_thousand_sockets(sel):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 10_000 + 200
-    if soft < want:
-        if hard != resource.RLIM_INFINITY and hard < want:
-            pytest.skip(f"needs {want} descriptors but the hard RLIMIT_NOFILE is {hard}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    soft, hard = raise_nofile(10_000 + 200)
     pairs = []
     try:
         for _ in range(5_000):
@@ -292,9 +268,9 @@ def test_unclosed_selector_in_a_cycle_is_collected(impl, method):
         b.close()
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@needs_proc_fd
 def test_no_descriptor_leak(impl, method):
-    before = len(os.listdir("/proc/self/fd"))
+    before = open_fd_count()
     for _ in range(100):
         s = impl.Selector(method=method)
         del s
@@ -302,4 +278,4 @@ def test_no_descriptor_leak(impl, method):
         with impl.Selector(method=method):
             pass
     gc.collect()
-    assert len(os.listdir("/proc/self/fd")) <= before
+    assert open_fd_count() <= before

@@ -9,11 +9,10 @@ import socket
 import pytest
 
 
-@pytest.fixture(params=["epoll", "poll"])
-def loop(request, impl):
-    if request.param not in impl.POLL_METHODS:
-        pytest.skip(f"{request.param} is not available on this platform")
-    lp = asyncio.SelectorEventLoop(impl.Selector(method=request.param))
+@pytest.fixture
+def loop(impl, method):
+    """An event loop on fastsock.Selector, for each poll method (`method`: conftest.py)."""
+    lp = asyncio.SelectorEventLoop(impl.Selector(method=method))
     yield lp
     lp.close()
 

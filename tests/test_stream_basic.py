@@ -1,4 +1,5 @@
-"""Stream behaviour on both backends: reads, writes, framings, EOF, arguments, lifecycle."""
+"""Stream behaviour on both backends: reads, writes, framings, EOF, arguments, lifecycle.
+Tests marked "Stream review regression" each once crashed or made the backends disagree."""
 
 from __future__ import annotations
 
@@ -110,6 +111,33 @@ def test_emptied_buffer_starts_again_at_the_front(impl):
         assert len(stream.readline()) == 10_001
         peer.sendall(b"y" * 12_000)  # AF_UNIX: all queued at the reader once sendall returns
         assert stream.read(12_000) == b"y" * 12_000  # one recv into the emptied buffer
+
+
+@pytest.mark.timeout(60)
+def test_fresh_stream_with_empty_buffers(impl):
+    # Stream review regression: a Stream that never buffered anything owns no read memory
+    # (a NULL pointer in C): every copy of zero held bytes must be skipped, not done from NULL.
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        assert stream.read_exactly_into(bytearray()) == 0
+        assert stream.readinto(bytearray()) == 0
+        stream.framing = impl.Netstring()
+        stream.writelines([b"", bytearray(), memoryview(b""), b"ab"])
+        stream.write_frames([b"", bytearray(b"x" * 20_000), b""])
+        stream.flush()
+        expected = b"ab" + b"0:," + b"20000:" + b"x" * 20_000 + b",0:,"
+        got = b""
+        while len(got) < len(expected):
+            got += peer.recv(65536)
+        assert got == expected
+        peer.shutdown(stdsocket.SHUT_WR)
+        with pytest.raises(IncompleteReadError) as info:
+            stream.read_exactly(1 << 20)  # the direct path, nothing held
+        assert info.value.partial == b"" and info.value.expected == 1 << 20
+        buf = bytearray(100_000)
+        with pytest.raises(IncompleteReadError):
+            stream.read_exactly_into(buf)
+        assert stream.readinto(bytearray(10)) == 0
 
 
 def test_clean_eof_and_eof_inside_frame(impl):
@@ -239,6 +267,22 @@ def test_write_frames_mixed_sizes(impl):
         assert got == payloads
 
 
+@pytest.mark.timeout(60)
+def test_writelines_takes_a_snapshot_of_a_list(impl):
+    # Stream review regression: writelines sends the items as they were when it was called,
+    # and never changes a mutable one.
+    a, b = raw_pair(impl)
+    with a, b:
+        items = [b"a" * 20_000, bytearray(b"b" * 10), memoryview(b"c" * 30_000)]
+        a.writelines(items)
+        a.flush()
+        expected = b"a" * 20_000 + b"b" * 10 + b"c" * 30_000
+        got = b""
+        while len(got) < len(expected):
+            got += b.recv(65536)
+        assert got == expected and items[1] == bytearray(b"b" * 10)
+
+
 def test_sendfile(impl, tmp_path):
     data = os.urandom(300_000)
     path = tmp_path / "f.bin"
@@ -357,6 +401,47 @@ def test_bad_arguments(impl):
             stream.write_frame(b"x" * 256)
         assert "Stream" in repr(stream)
         stream.close()
+
+
+@pytest.mark.timeout(60)
+def test_sizes_beyond_ssize_t_raise_overflow_error(impl):
+    # Stream review regression: sizes past Py_ssize_t raise OverflowError, and non-integers
+    # TypeError, the same on both backends.
+    stream, peer = raw_pair(impl)
+    huge = 1 << 70
+    with stream, peer:
+        stream.framing = impl.LengthPrefix()
+        peer.sendall(b"\x00\x00\x00\x01a")
+        assert stream.peek(0) == b""  # buffers the frame
+        for call in (stream.read, stream.read_exactly, stream.peek, stream.discard, stream.read_frames,
+                     stream.readline, lambda n: stream.read_until(b"a", limit=n)):
+            with pytest.raises(OverflowError):
+                call(huge)
+        for call in (stream.read, stream.read_exactly, stream.discard, stream.read_frames):
+            with pytest.raises(TypeError):
+                call(1.5)
+        assert stream.read_frames() == [b"a"]
+
+
+@pytest.mark.timeout(60)
+def test_error_messages_agree(impl):
+    # Stream review regression: both backends raise the same messages (those of the stdlib's
+    # socket and io where there is one).
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        for method in ("readinto", "read_exactly_into"):
+            with pytest.raises(TypeError) as info:
+                getattr(stream, method)(b"read-only")
+            assert str(info.value) == f"{method}() argument 'buffer' must be read-write bytes-like object, not bytes"
+        with pytest.raises(ValueError) as info:
+            stream.readline(-1)
+        assert str(info.value) == "negative buffersize in readline"
+        with pytest.raises(ValueError) as info:
+            stream.read_until(b"\n", limit=-1)
+        assert str(info.value) == "negative buffersize in read_until"
+        with pytest.raises(ValueError) as info:
+            stream.read_exactly(-1)
+        assert str(info.value) == "negative buffersize in read_exactly"
 
 
 def test_discard_after_frame_too_large(impl):

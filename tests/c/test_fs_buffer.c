@@ -7,14 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0;
-#define CHECK(cond)                                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                        \
-        }                                                                      \
-    } while (0)
+#include "check.h"
 
 static void test_empty(void)
 {
@@ -121,6 +114,39 @@ static void test_shrink_only_when_empty(void)
     fs_buffer_free(&b);
 }
 
+/* A buffer whose head has passed its tail (memory corruption, or a bug in a caller that
+ * wrote the fields): with assertions on, fs_buffer_consume must refuse to work on it. */
+static void consume_corrupted(void *unused)
+{
+    (void)unused;
+    char mem[16];
+    fs_buffer b = {mem, sizeof mem, 10, 5};
+    fs_buffer_consume(&b, 1);
+}
+
+static void commit_past_capacity(void *unused)
+{
+    (void)unused;
+    char mem[16];
+    fs_buffer b = {mem, sizeof mem, 0, 20}; /* tail > cap */
+    fs_buffer_commit(&b, 0);
+}
+
+static void room_without_memory(void *unused)
+{
+    (void)unused;
+    fs_buffer b = {NULL, 64, 0, 0}; /* capacity claimed, no memory */
+    (void)fs_buffer_room(&b);
+}
+
+/* The checks are live in a debug build (and absent in a release build). */
+static void test_invariant_checks_fire(void)
+{
+    CHECK(check_aborts(consume_corrupted, NULL, "head <= (b)->tail"));
+    CHECK(check_aborts(commit_past_capacity, NULL, "tail <= (b)->cap"));
+    CHECK(check_aborts(room_without_memory, NULL, "(b)->data != "));
+}
+
 int main(void)
 {
     test_empty();
@@ -130,10 +156,6 @@ int main(void)
     test_append_and_growth();
     test_huge_request_refused();
     test_shrink_only_when_empty();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test_fs_buffer: all passed\n");
-    return 0;
+    test_invariant_checks_fire();
+    return check_report("test_fs_buffer");
 }

@@ -1,5 +1,4 @@
 /* Unit tests of src_c/fs_io.c on its own (no Python): run by tests/test_c_units.py. */
-#include <assert.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -10,25 +9,19 @@
 
 #include "fs_io.h"
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                                 \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 static void pair(int sv[2], int nonblocking)
 {
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
     if (nonblocking) {
         for (int i = 0; i < 2; i++)
-            CHECK(fcntl(sv[i], F_SETFL, fcntl(sv[i], F_GETFL) | O_NONBLOCK) == 0);
+            REQUIRE(fcntl(sv[i], F_SETFL, fcntl(sv[i], F_GETFL) | O_NONBLOCK) == 0);
     }
     int small = 4096;
     for (int i = 0; i < 2; i++) {
-        CHECK(setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
-        CHECK(setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+        REQUIRE(setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+        REQUIRE(setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
     }
 }
 
@@ -73,7 +66,7 @@ static void test_nonblocking_would_block_keeps_progress(void)
     CHECK(sent > 0 && sent < sizeof big);
     size_t got = 0;
     char *buf = malloc(sent + 1);
-    CHECK(buf != NULL);
+    REQUIRE(buf != NULL);
     CHECK(fs_recv_exact(sv[1], buf, sent + 1, 0, FS_NONBLOCK, 0, &got) == -EAGAIN);
     CHECK(got == sent); /* everything queued was received, nothing lost */
     free(buf);
@@ -111,14 +104,14 @@ static void test_sendv_resumes_mid_buffer(void)
         total += iov[i].iov_len;
     }
     char *out = malloc(total);
-    CHECK(out != NULL);
+    REQUIRE(out != NULL);
     size_t sent = 0, got = 0;
     while (sent < total) {
         int r = fs_sendv_all(sv[0], iov, N, 0, FS_NONBLOCK, &sent);
-        CHECK(r == 0 || r == -EAGAIN);
+        REQUIRE(r == 0 || r == -EAGAIN);
         size_t before = got;
         int rr = fs_recv_exact(sv[1], out, sent, 0, FS_NONBLOCK, 0, &got);
-        CHECK(rr == 0 || rr == -EAGAIN);
+        REQUIRE(rr == 0 || rr == -EAGAIN);
         CHECK(got >= before);
     }
     CHECK(fs_recv_exact(sv[1], out, total, 0, fs_deadline_from_timeout(1.0), 0, &got) == 0);
@@ -155,6 +148,5 @@ int main(void)
     test_deadline_times_out();
     test_sendv_resumes_mid_buffer();
     test_errors_are_negative_errno();
-    printf("fs_io: all tests passed\n");
-    return 0;
+    return check_report("test_fs_io");
 }

@@ -1,5 +1,5 @@
 /* Plain-C unit test of src_c/fs_poll.c, for both methods. Built and run by
- * tests/test_poller.py::test_c_unit (gcc -std=c11 -Wall -Wextra -Werror).
+ * tests/test_c_units.py (with and without NDEBUG; -Wall -Wextra -Werror, ASan, UBSan).
  * Prints one line per failed check and exits non-zero if any failed. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -15,15 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int failures = 0;
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            printf("FAIL %s:%d [method %d]: %s\n", __FILE__, __LINE__, method, #cond); \
-            failures++;                                                                \
-        }                                                                              \
-    } while (0)
+#include "check.h"
 
 /* One wait with timeout_ms; returns the collected count. */
 static int wait_once(fs_poller *p, fs_poll_wait *w, size_t max, int timeout_ms)
@@ -44,12 +36,18 @@ static uint32_t mask_of(const fs_poll_wait *w, int n, int fd)
     return 0;
 }
 
+static const char *method_name(int method)
+{
+    return method == FS_POLL_POLL ? "method poll" : method == FS_POLL_EPOLL ? "method epoll" : "method auto";
+}
+
 static void test_method(int method)
 {
     fs_poller p;
     fs_poll_wait w;
     int sv[2], sv2[2];
     char buf[16];
+    check_context = method_name(method);
 
     CHECK(fs_poll_init(&p, method) == 0);
     fs_poll_wait_init(&w);
@@ -163,11 +161,60 @@ static void test_method(int method)
     fs_poll_wait_free(&w);
     close(sv2[0]);
     close(sv2[1]);
+    check_context = NULL;
+}
+
+/* A registration count that no longer matches the slot table (memory corruption, or a
+ * change that updated one and not the other): with assertions on, the next call on the
+ * poller refuses it. */
+static void has_with_a_miscounted_table(void *arg)
+{
+    int method = *(const int *)arg;
+    fs_poller p;
+    int sv[2];
+    if (fs_poll_init(&p, method) != 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        _exit(3);
+    if (fs_poll_add(&p, sv[0], FS_POLL_READ, 0) != 0)
+        _exit(4);
+    p.count = 2; /* one descriptor is registered */
+    (void)fs_poll_has(&p, sv[0]);
+    p.count = 1;
+    fs_poll_close(&p);
+}
+
+/* poll method: a pollfd that names another descriptor than the slot pointing at it. */
+static void prepare_with_a_crossed_pollfd(void *unused)
+{
+    (void)unused;
+    fs_poller p;
+    fs_poll_wait w;
+    int sv[2];
+    if (fs_poll_init(&p, FS_POLL_POLL) != 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        _exit(3);
+    if (fs_poll_add(&p, sv[0], FS_POLL_READ, 0) != 0 || fs_poll_add(&p, sv[1], FS_POLL_READ, 0) != 0)
+        _exit(4);
+    p.slots[sv[0]].pos = 1; /* both slots now claim pollfd 1 */
+    fs_poll_wait_init(&w);
+    (void)fs_poll_wait_prepare(&p, &w, 0);
+    fs_poll_wait_free(&w);
+    fs_poll_close(&p);
+}
+
+static void test_invariant_checks_fire(void)
+{
+    int methods[] = {FS_POLL_POLL, FS_POLL_EPOLL};
+    for (int i = 0; i < 2; i++) {
+        if (!fs_poll_available(methods[i]))
+            continue;
+        check_context = method_name(methods[i]);
+        CHECK(check_aborts(has_with_a_miscounted_table, &methods[i], "registered == p->count"));
+    }
+    check_context = NULL;
+    CHECK(check_aborts(prepare_with_a_crossed_pollfd, NULL, "pf->fd == (s->armed ?"));
 }
 
 int main(void)
 {
-    int method = 0;
     CHECK(fs_poll_remaining_ms(-1) == -1);
     CHECK(fs_poll_remaining_ms(0) == 0);
     int r = fs_poll_remaining_ms(fs_now_ns() + 1500000); /* 1.5 ms rounds up */
@@ -182,7 +229,6 @@ int main(void)
     if (fs_poll_available(FS_POLL_EPOLL))
         test_method(FS_POLL_EPOLL);
     test_method(FS_POLL_AUTO);
-    if (failures == 0)
-        printf("OK\n");
-    return failures ? 1 : 0;
+    test_invariant_checks_fire();
+    return check_report("test_fs_poll");
 }
