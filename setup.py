@@ -54,7 +54,7 @@ def extensions():
     try:
         from Cython.Build import cythonize
     except ImportError as exc:  # pyproject.toml lists Cython as a build requirement
-        raise SystemExit(f"fastsock: Cython is required to build the extension ({exc}).\n{HOW_TO_SKIP}")
+        raise SystemExit(f"fastsock: Cython is required to build the extension ({exc}).\n{HOW_TO_SKIP}") from exc
 
     from setuptools import Extension
 
@@ -77,7 +77,9 @@ def extensions():
         define_macros=macros,
         extra_compile_args=cflags,
         extra_link_args=ldflags,
-        depends=sorted(glob.glob("src_c/*.h") + glob.glob("fastsock/_c/*.pxi") + glob.glob("fastsock/_c/**/*.pxd", recursive=True)),
+        depends=sorted(
+            glob.glob("src_c/*.h") + glob.glob("fastsock/_c/*.pxi") + glob.glob("fastsock/_c/**/*.pxd", recursive=True)
+        ),
     )
     directives = {
         "language_level": "3",

@@ -9,16 +9,16 @@ loops run in C (or in the pure-Python twin, see `BACKEND`).
 from __future__ import annotations
 
 import socket as _stdsocket
+from socket import *  # the drop-in: every constant, exception and helper of the socket module
 from typing import TYPE_CHECKING
 
-from socket import *  # noqa: F401,F403  (the drop-in: constants, exceptions, helpers)
-
-from ._backend import BACKEND, impl as _impl
+from ._backend import BACKEND
+from ._backend import impl as _impl
 from ._errors import FrameTooLarge, IncompleteReadError
 
 if TYPE_CHECKING:
     # Type checkers see the pure twin; the compiled module has the same API (see _c/_speedups.pyi).
-    from ._py import *  # noqa: F401,F403
+    from ._py import *
 else:
     globals().update({_name: getattr(_impl, _name) for _name in _impl.__all__})
 

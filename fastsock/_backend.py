@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from types import ModuleType
 
+__all__ = ["BACKEND", "impl"]
+
 _forced = os.environ.get("FASTSOCK_PURE", "")
 
 impl: ModuleType

@@ -11,7 +11,8 @@ import os
 import shlex
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 EXIT_USAGE = 2
 

@@ -39,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(
                 f"the compiled backend does not import ({exc}); build it (pip install -e .) "
                 "or pass --no-c-extensions to test the pure backend only"
-            )
+            ) from exc
 
 
 def _backends(config: pytest.Config) -> list[str]:

@@ -16,7 +16,7 @@ import fastsock
 
 socket.socket = fastsock.socket  # type: ignore[misc]  # what `import fastsock as socket` users get
 
-import test.test_socket as suite_module  # noqa: E402  (imported after the patch on purpose)
+import test.test_socket as suite_module
 
 
 def flatten(suite: unittest.TestSuite):

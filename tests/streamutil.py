@@ -6,9 +6,8 @@ import socket as stdsocket
 from types import ModuleType
 from typing import Any
 
-from sockutil import TRANSPORTS, Peer, has_ipv6_loopback, make_pair, small_buffers  # noqa: F401
-
 import pytest
+from sockutil import TRANSPORTS, Peer, has_ipv6_loopback, make_pair, small_buffers  # noqa: F401
 
 
 def transports() -> list[Any]:

@@ -3,7 +3,6 @@ FASTSOCK_PURE switches it, and every module imports on its own (no circular impo
 
 from __future__ import annotations
 
-import os
 import pkgutil
 import subprocess
 import sys
@@ -11,9 +10,9 @@ import tempfile
 import textwrap
 
 import pytest
+from sockutil import subprocess_env
 
 import fastsock
-from sockutil import subprocess_env
 
 pytestmark = pytest.mark.timeout(60)
 

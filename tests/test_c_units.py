@@ -1,5 +1,5 @@
-"""Builds and runs every plain-C unit test in tests/c/ (fs_io, fs_buffer, fs_frame, fs_poll) against src_c/ (no Python inside),
-with -Wall -Wextra -Werror and ASan/UBSan, so src_c stays warning-free and testable on its own.
+"""Builds and runs every plain-C unit test in tests/c/ (fs_io, fs_buffer, fs_frame, fs_poll) against
+src_c/ (no Python inside), with -Wall -Wextra -Werror and ASan/UBSan, so src_c stays warning-free and testable on its own.
 
 Each test is built twice, as setup.py builds the extension:
   debug    -O0 -g3 -UNDEBUG: src_c's FS_ASSERT invariant checks are live (FASTSOCK_DEBUG=1), and
@@ -63,6 +63,8 @@ def test_assertions_exist_only_in_debug_objects(source, tmp_path):
         assert build.returncode == 0, build.stderr
         nm = subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, check=True)
         undefined[mode] = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
-    handler = lambda names: {n for n in names if "assert" in n}  # __assert_fail (glibc), __assert_rtn (macOS), ...
+    def handler(names: set[str]) -> set[str]:  # __assert_fail (glibc), __assert_rtn (macOS), ...
+        return {n for n in names if "assert" in n}
+
     assert not handler(undefined["release"]), undefined["release"]
     assert handler(undefined["debug"]), f"{source.name} has no live assertion in a debug build"

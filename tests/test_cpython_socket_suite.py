@@ -10,7 +10,6 @@ import sys
 import tempfile
 
 import pytest
-
 from sockutil import subprocess_env
 
 SCRIPT = pathlib.Path(__file__).with_name("cpython_socket_suite.py")

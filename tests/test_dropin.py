@@ -11,9 +11,9 @@ import ssl
 import threading
 
 import pytest
+from sockutil import Peer
 
 import fastsock
-from sockutil import Peer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,7 +32,7 @@ def test_every_stdlib_public_name_is_reexported():
 def test_constructors_are_replaced(impl):
     assert issubclass(impl.socket, stdsocket.socket)
     assert impl.SocketType is impl.socket
-    assert fastsock.socket is getattr(fastsock._backend.impl, "socket")
+    assert fastsock.socket is fastsock._backend.impl.socket
     for name in ("create_connection", "create_server", "socketpair", "fromfd", "wrap"):
         assert getattr(fastsock, name) is getattr(fastsock._backend.impl, name)
 
@@ -216,9 +216,8 @@ def test_pickling_is_refused_like_stdlib(impl):
     import pickle
 
     a, b = impl.socketpair()
-    with a, b:
-        with pytest.raises(TypeError):
-            pickle.dumps(a)
+    with a, b, pytest.raises(TypeError):
+        pickle.dumps(a)
 
 
 def test_threads_share_nothing_but_module(impl):

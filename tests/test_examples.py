@@ -8,7 +8,6 @@ import sys
 import tempfile
 
 import pytest
-
 from sockutil import subprocess_env
 
 EXAMPLES = sorted((pathlib.Path(__file__).resolve().parent.parent / "examples").glob("*.py"))

@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-
 from pollutil import needs_proc_fd, open_fd_count, raise_nofile, tcp_pair
 
 
@@ -467,7 +466,7 @@ def test_ten_thousand_sockets(poller, impl):
             poller.register(y, impl.READ)
         assert len(poller) == 10_000
         assert poller.poll(0) == []
-        for x, y in pairs[::50]:  # 100 become readable
+        for _, y in pairs[::50]:  # 100 become readable
             y.send(b"x")
         ready = poller.poll(5)
         assert sorted(ready) == sorted((x.fileno(), impl.READ) for x, _ in pairs[::50])

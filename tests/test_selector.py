@@ -12,11 +12,10 @@ import socket
 import threading
 import time
 import weakref
+from selectors import EVENT_READ, EVENT_WRITE
 
 import pytest
-
 from pollutil import needs_proc_fd, open_fd_count, raise_nofile, tcp_pair
-from selectors import EVENT_READ, EVENT_WRITE
 
 
 @pytest.fixture
@@ -203,7 +202,7 @@ def test_ten_thousand_sockets(sel):
             sel.register(y, EVENT_READ, "y")
         assert len(sel.get_map()) == 10_000
         assert sel.select(0) == []
-        for x, y in pairs[::10]:
+        for _, y in pairs[::10]:
             y.send(b"!")
         ready = sel.select(5)
         assert sorted(ready, key=lambda kv: kv[0].fd) == sorted(

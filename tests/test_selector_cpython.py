@@ -8,7 +8,6 @@ import os
 import unittest
 
 import pytest
-
 import test.test_selectors as cpython
 
 import fastsock._py as pure

@@ -10,9 +10,9 @@ import struct
 import time
 
 import pytest
+from sockutil import Peer, make_pair, small_buffers
 
 import fastsock
-from sockutil import Peer, make_pair, small_buffers
 
 pytestmark = pytest.mark.timeout(30)
 

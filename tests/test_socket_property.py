@@ -9,9 +9,9 @@ import socket as stdsocket
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sockutil import Peer, recv_all
 
 import fastsock
-from sockutil import Peer, recv_all
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,6 +79,6 @@ def test_sendall_many_equals_join(pytestconfig, parts, chunk):
         a, b = impl.socketpair()
         with a, b:
             expected = b"".join(parts)
-            peer = Peer(lambda: recv_all(b, len(expected), chunk))  # the peer reads in any chunking
+            peer = Peer(lambda b=b, expected=expected: recv_all(b, len(expected), chunk))  # any chunking
             assert a.sendall_many(parts) == len(expected)
             assert peer.join() == expected

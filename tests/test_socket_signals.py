@@ -9,8 +9,7 @@ import threading
 import time
 
 import pytest
-
-from sockutil import Peer, small_buffers
+from sockutil import small_buffers
 
 pytestmark = pytest.mark.timeout(20)
 

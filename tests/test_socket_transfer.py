@@ -9,7 +9,6 @@ import socket as stdsocket
 import threading
 
 import pytest
-
 from sockutil import TRANSPORTS, Peer, has_ipv6_loopback, make_pair, recv_all, small_buffers
 
 pytestmark = pytest.mark.timeout(30)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import socket as stdsocket
-import tempfile
 
 import pytest
+from streamutil import ALL_FRAMINGS, Peer, make_pair, raw_pair, stream_pair, transports
 
 from fastsock import FrameTooLarge, IncompleteReadError
-from streamutil import ALL_FRAMINGS, Peer, make_pair, raw_pair, stream_pair, transports
 
 pytestmark = pytest.mark.timeout(30)
 

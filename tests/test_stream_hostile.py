@@ -18,10 +18,10 @@ import time
 import tracemalloc
 
 import pytest
+from streamutil import Peer, raw_pair, small_buffers, stream_pair
 
 from fastsock import FrameTooLarge, IncompleteReadError
 from fastsock._streambase import GROW_FROM
-from streamutil import Peer, raw_pair, small_buffers, stream_pair
 
 pytestmark = pytest.mark.timeout(30)
 

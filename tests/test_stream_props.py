@@ -9,7 +9,6 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from streamutil import ALL_FRAMINGS, Peer, make_pair
 
 BACKENDS = {"c": "fastsock._c._speedups", "python": "fastsock._py"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from . import poller as _poller_mod
 from . import socket as _socket_mod
 from . import stream as _stream_mod
-from .poller import *  # noqa: F401,F403
-from .socket import *  # noqa: F401,F403
-from .stream import *  # noqa: F401,F403
+from .poller import *
+from .socket import *
+from .stream import *
 
 __all__: list[str] = []
 __all__ += _socket_mod.__all__
