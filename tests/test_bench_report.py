@@ -85,3 +85,23 @@ def test_progress_writes_plain_lines_when_not_a_terminal() -> None:
     p.finish()
     assert out.getvalue().count("\n") == 1
     assert "[1/2] W2 same-core stdlib best #1/2" in out.getvalue() and "left" in out.getvalue()
+
+
+def test_w5_table_per_connection_count_with_latency_and_cpu() -> None:
+    plan = _plan("W5", {"c": [1e6], "stdlib-best": [4e5], "uvloop-protocol": [5e5]}, point=10)
+    head, body = report.table_rows(plan, report.summarize(plan), plan.cases[0])
+    assert head[0] == "conns" and "p99 µs" in head and "server CPU µs/req" in head
+    assert "vs stdlib best" in head and "vs C" in head
+    rows = [cells for cells in body if isinstance(cells, list)]
+    assert [cells[0] for cells in rows] == ["10", "10", "10"]
+    assert "stdlib selectors + bytearray (best)" in [cells[1] for cells in rows]
+    assert "2.50x" in rows[0]  # C: 1e6 / 4e5 of stdlib best
+
+
+def test_w5_quick_and_full_counts() -> None:
+    w5 = params_for(WORKLOADS["W5"], Options(["W5"], quick=True))
+    assert w5["points"] == (10, 100) and w5["depth"] == 16 and w5["payload"] == 64
+    full = params_for(WORKLOADS["W5"], Options(["W5"]))
+    assert (full["seconds"], full["warmup_s"]) == (5.0, 1.0)  # WORKLOADS.md: 5 s after 1 s warm-up
+    tiny = params_for(WORKLOADS["W5"], Options(["W5"], quick=True, scale=0.01))
+    assert 0 < tiny["warmup_s"] < 1 and tiny["seconds"] >= 0.05  # seconds, not a count

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -119,7 +121,13 @@ def test_list_names_every_workload_and_implementation(capsys: pytest.CaptureFixt
 def test_every_workload_lists_known_implementations_with_c_and_stdlib_best() -> None:
     for wl in WORKLOADS.values():
         assert set(wl.impls) <= set(IMPLS)
-        assert "c" in wl.impls and "stdlib-best" in wl.impls and "fastsock" in wl.impls
+        assert "c" in wl.impls and "stdlib-best" in wl.impls
+        assert any(IMPLS[i].fastsock for i in wl.impls), wl.key
+        assert wl.kind in ("single", "points")
+    for key in ("W4", "W5"):  # the Server rows (Unavailable until fastsock.Server is built)
+        assert {"fastsock-server", "fastsock-server-pure"} <= set(WORKLOADS[key].impls)
+    assert "fastsock-server-batch" in WORKLOADS["W5"].impls
+    assert {"fastsock", "fastsock-pure"} <= set(WORKLOADS["W4"].impls)  # the Selector rows stay
 
 
 def test_info_prints_backend_poller_and_features() -> None:
@@ -167,7 +175,7 @@ def test_smoke_run_of_every_workload_on_both_backends(tmp_path: Path) -> None:
     for key in ("cpu", "cores", "kernel", "python", "libraries", "date"):
         assert key in data["machine"]
     assert data["machine"]["libraries"]["fastsock"]
-    assert {c["key"] for c in data["cases"]} >= {"W1", "W2", "W2-same-core", "W3", "W4"}
+    assert {c["key"] for c in data["cases"]} >= {"W1", "W2", "W2-same-core", "W3", "W4", "W5"}
     available = {False: probe(False), True: probe(True)}
     rows = {(r["case"], r["impl"]): r for r in data["rows"]}
     for case in data["cases"]:
@@ -187,8 +195,13 @@ def test_smoke_run_of_every_workload_on_both_backends(tmp_path: Path) -> None:
                 assert m["value"] > 0 and m["ops"] > 0 and m["server_cpu"] >= 0 and m["client_cpu"] >= 0
             if case["workload"] == "W4":
                 assert sorted(m["point"] for m in row["runs"][0]["measurements"]) == [1, 10, 100]
+            if case["workload"] == "W5":
+                ms = row["runs"][0]["measurements"]
+                assert sorted(m["point"] for m in ms) == [10, 100]
+                assert all(m["checked"] >= m["ops"] > 0 for m in ms)  # every reply was checked
     text = out.stdout
-    for title in ("W1 bulk", "W2 ping-pong", "W3 pipelined frames", "W4 echo under concurrency", "Summary:", "Machine:"):
+    for title in ("W1 bulk", "W2 ping-pong", "W3 pipelined frames", "W4 echo under concurrency",
+                  "W5 pipelined framed RPC under concurrency", "Summary:", "Machine:"):
         assert title in text
     assert "| implementation |" in md.read_text()
 
@@ -220,11 +233,69 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# ---------------------------------------------------------------- W5 load generators
+
+
+def _w5_bad_server(listener: socket.socket, mangle: str) -> None:
+    """Answers W5 requests correctly, then (after 200 replies) wrongly, as `mangle` says."""
+    conn, _ = listener.accept()
+    with conn:
+        data, replies = b"", 0
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            data += chunk
+            out: list[bytes] = []
+            while len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
+                size = int.from_bytes(data[:4], "big")
+                frame, data = data[:4 + size], data[4 + size:]
+                replies += 1
+                if replies == 200 and mangle == "payload":
+                    frame = frame[:-1] + bytes([frame[-1] ^ 1])
+                elif replies == 200 and mangle == "order" and out:
+                    out.insert(len(out) - 1, frame)
+                    continue
+                elif replies == 200 and mangle == "extra":
+                    out.append(frame)
+                out.append(frame)
+            try:
+                conn.sendall(b"".join(out))
+            except OSError:
+                return
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("client", ["c", "python"])
+@pytest.mark.parametrize("mangle", ["payload", "order", "extra"])
+def test_w5_load_generator_checks_every_reply(client: str, mangle: str) -> None:
+    if client == "c":
+        binary = creference.build().binary("w5")
+        if binary is None:
+            pytest.skip("no C compiler")
+        argv = [binary]
+    else:
+        argv = [sys.executable, "-m", "fastsock._bench.pyclient", "w5"]
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=_w5_bad_server, args=(listener, mangle), daemon=True)
+        server.start()
+        port = listener.getsockname()[1]
+        out = subprocess.run([*argv, "client", str(port), str(os.getpid()), "1", "2", "0.05", "16", "64", "30"],
+                             env=_env("w5-check"), capture_output=True, text=True, timeout=40, cwd=CWD)
+        server.join(10)
+    assert out.returncode != 0, out.stdout
+    # a duplicated reply shows as the next one not matching its request (or as one too many)
+    assert "does not match" in out.stderr or "more replies than requests" in out.stderr, out.stderr
+
+
 # ---------------------------------------------------------------- failures and cleanup
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("workload", ["W1", "W2", "W3", "W4"])
+@pytest.mark.parametrize("workload", ["W1", "W2", "W3", "W4", "W5"])
 def test_a_server_crashing_mid_run_is_reported_and_the_run_goes_on(workload: str, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     js = tmp_path / "out.json"

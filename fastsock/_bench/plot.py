@@ -21,7 +21,7 @@ def have_matplotlib() -> bool:
 
 
 def plot(plan: Plan, summary: dict[str, Any], path: str, title: str) -> None:
-    """Write one PNG with a bar chart per case (and per connection count for W4)."""
+    """Write one PNG with a bar chart per case (and per connection count for W4 and W5)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -2,6 +2,7 @@
 
 Same command line and RESULT line as the C clients in c/ (`w1 client <port> ...`). It is
 slower than the C clients, so the runner notes that figures may be client-bound.
+
 """
 
 from __future__ import annotations
@@ -162,9 +163,97 @@ def w4_point(port: int, pid: int, nconns: int, seconds: float, size: int) -> dic
             "p50_us": _quantile(lat, 0.5) * 1e6, "p99_us": _quantile(lat, 0.99) * 1e6}
 
 
+def w5_point(port: int, pid: int, nconns: int, seconds: float, warmup: float, depth: int,
+             payload: int) -> dict[str, Any]:
+    """W5 as c/w5.c does it: `depth` requests in flight per connection, every reply checked
+    against its request, one send of the new requests per read."""
+    header = struct.Struct(">I")
+    frame = 4 + payload
+
+    def make(conn: int, seq: int) -> bytes:
+        head = seq.to_bytes(8, "little") + conn.to_bytes(4, "little")
+        return head + bytes((seq * 31 + conn * 7 + i) & 0xFF for i in range(12, payload))
+
+    sel = selectors.DefaultSelector()
+    conns = []
+    for i in range(nconns):
+        sock = _connect(port, nodelay=True)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, i)
+        conns.append(sock)
+    sent = [0] * nconns
+    recvd = [0] * nconns
+    rest = [b""] * nconns
+    sent_at = [[0.0] * depth for _ in range(nconns)]
+    lat: list[float] = []
+    clock = time.perf_counter
+
+    def send(i: int, count: int) -> None:
+        now = clock()
+        out = []
+        for _ in range(count):
+            out.append(header.pack(payload) + make(i, sent[i]))
+            sent_at[i][sent[i] % depth] = now
+            sent[i] += 1
+        conns[i].setblocking(True)
+        conns[i].sendall(b"".join(out))
+        conns[i].setblocking(False)
+
+    t0 = clock()
+    m0, m1 = t0 + warmup, t0 + warmup + seconds
+    phase = 0  # 0 warm-up, 1 measured, 2 draining
+    s0 = s1 = c0 = c1 = tm0 = tm1 = 0.0
+    ops = 0
+    for i in range(nconns):
+        send(i, depth)
+    active = nconns
+    while active:
+        events = sel.select(timeout=5.0)
+        if not events:
+            raise TimeoutError("server stopped answering")
+        now = clock()
+        if phase == 0 and now >= m0:
+            phase, tm0, s0, c0 = 1, now, proc_cpu(pid), _cpu()
+        if phase == 1 and now >= m1:
+            phase, tm1, s1, c1 = 2, now, proc_cpu(pid), _cpu()
+        for key, _ in events:
+            i = key.data
+            data = conns[i].recv(65536)
+            if not data:
+                raise EOFError("server closed a connection")
+            data = rest[i] + data
+            pos, done = 0, 0
+            while len(data) - pos >= frame:
+                if header.unpack_from(data, pos)[0] != payload:
+                    raise ValueError("reply with a wrong length prefix")
+                if recvd[i] >= sent[i] or data[pos + 4:pos + frame] != make(i, recvd[i]):
+                    raise ValueError("reply payload does not match its request")
+                if phase == 1:
+                    lat.append(now - sent_at[i][recvd[i] % depth])
+                    ops += 1
+                recvd[i] += 1
+                done += 1
+                pos += frame
+            rest[i] = data[pos:]
+            if phase < 2:
+                if done:
+                    send(i, done)
+            elif recvd[i] == sent[i]:
+                sel.unregister(conns[i])
+                active -= 1
+    for sock in conns:
+        sock.close()
+    lat.sort()
+    return {"conns": nconns, "ops": ops, "seconds": tm1 - tm0, "cpu": c1 - c0,
+            "server_cpu": s1 - s0 if s0 >= 0 and s1 >= 0 else -1.0,
+            "p50_us": _quantile(lat, 0.5) * 1e6, "p99_us": _quantile(lat, 0.99) * 1e6,
+            "checked": sum(recvd), "depth": depth}
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "client":
-        print("usage: python -m fastsock._bench.pyclient w1|w2|w3|w4 client <port> ... <limit_s>", file=sys.stderr)
+        print("usage: python -m fastsock._bench.pyclient w1|w2|w3|w4|w5 client <port> ... <limit_s>",
+              file=sys.stderr)
         return 2
     signal.alarm(max(1, int(argv[-1])))
     w, a = argv[0], argv[2:-1]
@@ -177,6 +266,10 @@ def main(argv: list[str]) -> int:
     elif w == "w4":
         points = [int(n) for n in a[2].split(",") if n]
         res = {"points": [w4_point(int(a[0]), int(a[1]), n, float(a[3]), int(a[4])) for n in points]}
+    elif w == "w5":
+        points = [int(n) for n in a[2].split(",") if n]
+        res = {"points": [w5_point(int(a[0]), int(a[1]), n, float(a[3]), float(a[4]), int(a[5]), int(a[6]))
+                          for n in points]}
     else:
         print(f"unknown workload {w}", file=sys.stderr)
         return 2

@@ -106,12 +106,12 @@ Body = list["list[str] | StatusRow"]
 def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[str], Body]:
     """Header and rows of one case's table (rows without figures carry their status)."""
     wl = WORKLOADS[case.workload]
-    latency = case.workload in ("W2", "W4")
+    latency = case.workload == "W2" or wl.kind == "points"
     head = ["implementation", f"{wl.metric} (median)", "min-max", "vs stdlib best", "vs C",
             f"server CPU {wl.cpu_unit}", "CPU/op vs C", "server CPU %", "client CPU %"]
     if latency:
         head[5:5] = ["p50 µs", "p99 µs"]
-    if case.workload == "W4":
+    if wl.kind == "points":
         head.insert(0, "conns")
     body: Body = []
     rows = [r for (ck, _), r in plan.rows.items() if ck == case.key]
@@ -120,7 +120,7 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
         for row in rows:
             name = label(case.workload, row.impl)
             s = table.get(row.impl)
-            lead = [str(point)] if case.workload == "W4" else []
+            lead = [str(point)] if wl.kind == "points" else []
             if s is None:
                 if first:  # report a row without figures once
                     body.append(StatusRow(lead + [name], f"{row.status}: {row.reason}"[:160]))
@@ -195,7 +195,8 @@ def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
     """One paragraph with the ratios that matter."""
     heads = _headline(plan, summary)
     sentences = []
-    for impl, who in (("fastsock", "fastsock (C backend)"), ("fastsock-pure", "The pure-Python backend")):
+    for impl, who in (("fastsock", "fastsock (C backend)"), ("fastsock-pure", "The pure-Python backend"),
+                      ("fastsock-server", "fastsock Server (C)"), ("fastsock-server-pure", "fastsock Server (python)")):
         parts = [f"{name} {_vs(t[impl])}" for name, t, _ in heads if impl in t]
         if parts:
             sentences.append(f"{who}: " + "; ".join(parts))

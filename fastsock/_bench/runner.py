@@ -96,6 +96,8 @@ def params_for(wl: Workload, opts: Options) -> dict[str, Any]:
                 p[k] = max(1, int(p[k] * opts.scale))
         if "seconds" in p:
             p["seconds"] = max(0.05, float(p["seconds"]) * opts.scale)
+        if "warmup_s" in p:
+            p["warmup_s"] = max(0.02, float(p["warmup_s"]) * opts.scale)
         if "bytes" in p:
             p["bytes"] = max(256 * 1024, p["bytes"] // (256 * 1024) * 256 * 1024)
     return p
@@ -111,7 +113,7 @@ def estimate_seconds(case: Case, impl: str, p: dict[str, Any]) -> float:
         return start + float(p["round_trips"] + p["warmup"]) / (40e3 if case.placement == "same" else 15e3)
     if w == "W3":
         return start + float(p["frames"]) / (0.3e6 if impl == "stdlib-naive" else 1.2e6)
-    return start + len(p["points"]) * (float(p["seconds"]) + 0.05)
+    return start + len(p["points"]) * (float(p["seconds"]) + float(p.get("warmup_s", 0.0)) + 0.05)
 
 
 def _env(impl: str) -> dict[str, str]:
@@ -129,7 +131,7 @@ def server_argv(case: Case, impl: str, p: dict[str, Any], limit: int, cref: cref
     if impl == "c":
         binary = cref.binary(w)
         assert binary is not None
-        args = {"W1": [p.get("bytes")], "W2": [], "W3": [p.get("frames"), p.get("payload")], "W4": []}[w]
+        args = {"W1": [p.get("bytes")], "W2": [], "W3": [p.get("frames"), p.get("payload")], "W4": [], "W5": []}[w]
         return [binary, "server", *map(str, args), str(limit)]
     return [sys.executable, "-m", "fastsock._bench.server", "run", w, impl, json.dumps(p), str(limit)]
 
@@ -143,8 +145,11 @@ def client_argv(case: Case, p: dict[str, Any], port: int, server_pid: int, limit
         args = [port, p["round_trips"], p["warmup"], p["payload"]]
     elif w == "W3":
         args = [port, p["frames"], p["payload"]]
-    else:
+    elif w == "W4":
         args = [port, server_pid, ",".join(map(str, p["points"])), p["seconds"], p["msg_size"]]
+    else:  # W5
+        args = [port, server_pid, ",".join(map(str, p["points"])), p["seconds"], p["warmup_s"], p["depth"],
+                p["payload"]]
     if use_c:
         binary = cref.binary(w)
         assert binary is not None
@@ -170,9 +175,9 @@ def _json_line(line: str) -> dict[str, Any]:
 
 
 def measurements(case: Case, server: dict[str, Any], client: dict[str, Any]) -> list[dict[str, Any]]:
-    """The figures of one run: one measurement (W1-W3) or one per connection count (W4)."""
+    """The figures of one run: one measurement (W1-W3) or one per connection count (W4, W5)."""
     wl = WORKLOADS[case.workload]
-    if case.workload == "W4":
+    if wl.kind == "points":
         out = []
         for pt in client["points"]:
             secs = pt["seconds"] or 1e-9
@@ -184,6 +189,7 @@ def measurements(case: Case, server: dict[str, Any], client: dict[str, Any]) -> 
                 "server_cpu_pct": 100 * pt["server_cpu"] / secs if pt["server_cpu"] >= 0 else None,
                 "client_cpu_pct": 100 * pt["cpu"] / secs,
                 "p50_us": pt["p50_us"], "p99_us": pt["p99_us"],
+                **({"checked": pt["checked"]} if "checked" in pt else {}),
             })
         return out
     if case.workload == "W2":  # the client times the round trips; the server counts warm-up too
@@ -208,6 +214,7 @@ def run_once(case: Case, impl: str, p: dict[str, Any], cref: creference.CReferen
     """One repetition; raises RunFailed or Unavailable. Leaves no process behind."""
     wl = WORKLOADS[case.workload]
     limit = wl.limit_s
+    persistent = wl.kind != "single"  # the server serves until it is stopped; the client measures
     server = client = None
     try:
         server = procs.Child(f"{impl} server", server_argv(case, impl, p, limit, cref), env=_env(impl), core=cores[0])
@@ -229,7 +236,7 @@ def run_once(case: Case, impl: str, p: dict[str, Any], cref: creference.CReferen
                 raise RunFailed(f"server crashed ({_status_text(sstatus)}) {server.stderr_tail()}".strip())
             raise RunFailed(f"load generator failed ({_status_text(cstatus)}): {client.stderr_tail()}")
         cres = _json_line(cline)
-        if case.workload == "W4":
+        if persistent:
             if not server.running():
                 raise RunFailed(f"server exited during the run ({_status_text(server.proc.poll())})")
             sres: dict[str, Any] = {}
@@ -246,7 +253,7 @@ def run_once(case: Case, impl: str, p: dict[str, Any], cref: creference.CReferen
         if client is not None:
             client.kill()
         if server is not None:
-            if case.workload == "W4":  # W4 servers serve until stopped
+            if persistent:  # these servers serve until stopped
                 server.terminate(grace=0.5)
             else:
                 server.kill()
@@ -303,7 +310,7 @@ def make_plan(opts: Options, cref: creference.CReference) -> Plan:
     if not use_c:
         notes.append("load generator: the Python client (no C compiler); figures may be limited by the client")
     probes = {False: probe_python(False)}
-    if opts.impls is None or "fastsock-pure" in opts.impls:
+    if opts.impls is None or any(IMPLS[i].pure for i in opts.impls):
         probes[True] = probe_python(True)
     plan = Plan(cases(opts, usable), {}, {}, [], [], notes, use_c)
     for case in plan.cases:

@@ -1,4 +1,4 @@
-"""The workloads W1-W4 of WORKLOADS.md, their counts (full and --quick), and the implementations."""
+"""The workloads W1-W5 of WORKLOADS.md, their counts (full and --quick), and the implementations."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ class Workload:
     quick: dict[str, Any] = field(default_factory=dict)
     limit_s: int = 60  # hard limit of one run (server and client are killed past it)
     impls: tuple[str, ...] = ()
+    # "single": one figure per run; "points": one per connection count (W4, W5), the server
+    # serves until terminated and the client reads its CPU clock.
+    kind: str = "single"
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,15 @@ IMPLS: dict[str, Impl] = {
         Impl("uvloop-streams", "uvloop streams"),
         Impl("uvloop-protocol", "uvloop Protocol"),
         Impl("gevent", "gevent"),
+        Impl("fastsock-server", "fastsock Server (C)", fastsock=True),
+        Impl("fastsock-server-pure", "fastsock Server (python)", pure=True, fastsock=True),
+        Impl("fastsock-server-batch", "fastsock Server (C) batch=True", fastsock=True),
     ]
 }
 
 BASELINE = "stdlib-best"  # "ratio to stdlib best"
 REFERENCE = "c"
+
 
 MiB = 1024 * 1024
 
@@ -87,8 +94,19 @@ WORKLOADS: dict[str, Workload] = {
             "W4", "echo under concurrency", "requests/s", 1.0, "µs/req", 1e6,
             full={"points": (1, 10, 100), "seconds": 5.0, "msg_size": 1024},
             quick={"points": (1, 10, 100), "seconds": 0.25, "msg_size": 1024}, limit_s=60,
-            impls=("c", "fastsock", "fastsock-pure", "stdlib-best", "threaded", "asyncio-protocol",
-                   "asyncio-streams", "asyncio-fastsock", "uvloop-protocol", "uvloop-streams", "gevent"),
+            impls=("c", "fastsock-server", "fastsock-server-pure", "fastsock", "fastsock-pure", "stdlib-best",
+                   "threaded", "asyncio-protocol", "asyncio-streams", "asyncio-fastsock", "uvloop-protocol",
+                   "uvloop-streams", "gevent"),
+            kind="points",
+        ),
+        Workload(
+            "W5", "pipelined framed RPC under concurrency", "requests/s", 1.0, "µs/req", 1e6,
+            full={"points": (10, 100), "seconds": 5.0, "warmup_s": 1.0, "depth": 16, "payload": 64},
+            quick={"points": (10, 100), "seconds": 0.1, "warmup_s": 0.05, "depth": 16, "payload": 64}, limit_s=60,
+            impls=("c", "fastsock-server", "fastsock-server-batch", "fastsock-server-pure", "stdlib-best",
+                   "threaded", "asyncio-protocol", "asyncio-streams", "asyncio-fastsock", "uvloop-protocol",
+                   "uvloop-streams", "gevent"),
+            kind="points",
         ),
     ]
 }
@@ -96,6 +114,7 @@ WORKLOADS: dict[str, Workload] = {
 # W4's "stdlib best" is the selectors loop; labels that differ per workload.
 LABEL_OVERRIDES = {("W4", "stdlib-best"): "stdlib selectors (best)", ("W4", "fastsock"): "fastsock Selector (C)",
                    ("W4", "fastsock-pure"): "fastsock Selector (python)",
+                   ("W5", "stdlib-best"): "stdlib selectors + bytearray (best)",
                    ("W3", "fastsock"): "fastsock (C) read_frames"}
 
 
