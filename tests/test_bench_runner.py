@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -123,8 +124,8 @@ def test_every_workload_lists_known_implementations_with_c_and_stdlib_best() -> 
         assert set(wl.impls) <= set(IMPLS)
         assert "c" in wl.impls and "stdlib-best" in wl.impls
         assert any(IMPLS[i].fastsock for i in wl.impls), wl.key
-        assert wl.kind in ("single", "points")
-    for key in ("W4", "W5"):  # the Server rows (Unavailable until fastsock.Server is built)
+        assert wl.kind in ("single", "points", "memory")
+    for key in ("W4", "W5", "M1"):  # the Server rows (Unavailable until fastsock.Server is built)
         assert {"fastsock-server", "fastsock-server-pure"} <= set(WORKLOADS[key].impls)
     assert "fastsock-server-batch" in WORKLOADS["W5"].impls
     assert {"fastsock", "fastsock-pure"} <= set(WORKLOADS["W4"].impls)  # the Selector rows stay
@@ -175,7 +176,7 @@ def test_smoke_run_of_every_workload_on_both_backends(tmp_path: Path) -> None:
     for key in ("cpu", "cores", "kernel", "python", "libraries", "date"):
         assert key in data["machine"]
     assert data["machine"]["libraries"]["fastsock"]
-    assert {c["key"] for c in data["cases"]} >= {"W1", "W2", "W2-same-core", "W3", "W4", "W5"}
+    assert {c["key"] for c in data["cases"]} >= {"W1", "W2", "W2-same-core", "W3", "W4", "W5", "M1"}
     available = {False: probe(False), True: probe(True)}
     rows = {(r["case"], r["impl"]): r for r in data["rows"]}
     for case in data["cases"]:
@@ -192,7 +193,14 @@ def test_smoke_run_of_every_workload_on_both_backends(tmp_path: Path) -> None:
                 continue
             assert len(row["runs"]) == 1 and row["summary"]
             for m in row["runs"][0]["measurements"]:
-                assert m["value"] > 0 and m["ops"] > 0 and m["server_cpu"] >= 0 and m["client_cpu"] >= 0
+                assert m["ops"] > 0 and m["server_cpu"] >= 0 and m["client_cpu"] >= 0
+                if case["workload"] == "M1":  # RSS growth: may be 0 for a handful of connections
+                    client = m["client"]
+                    assert client["accepted"] == client["conns"] == case["params"]["conns"], client
+                    assert client["rss_before_kib"] > 0 and m["value"] == pytest.approx(
+                        (client["rss_after_kib"] - client["rss_before_kib"]) / client["conns"])
+                else:
+                    assert m["value"] > 0
             if case["workload"] == "W4":
                 assert sorted(m["point"] for m in row["runs"][0]["measurements"]) == [1, 10, 100]
             if case["workload"] == "W5":
@@ -201,7 +209,7 @@ def test_smoke_run_of_every_workload_on_both_backends(tmp_path: Path) -> None:
                 assert all(m["checked"] >= m["ops"] > 0 for m in ms)  # every reply was checked
     text = out.stdout
     for title in ("W1 bulk", "W2 ping-pong", "W3 pipelined frames", "W4 echo under concurrency",
-                  "W5 pipelined framed RPC under concurrency", "Summary:", "Machine:"):
+                  "W5 pipelined framed RPC under concurrency", "M1 idle connections", "Summary:", "Machine:"):
         assert title in text
     assert "| implementation |" in md.read_text()
 
@@ -233,7 +241,7 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-# ---------------------------------------------------------------- W5 load generators
+# ---------------------------------------------------------------- W5 and M1 load generators
 
 
 def _w5_bad_server(listener: socket.socket, mangle: str) -> None:
@@ -289,6 +297,22 @@ def test_w5_load_generator_checks_every_reply(client: str, mangle: str) -> None:
     assert out.returncode != 0, out.stdout
     # a duplicated reply shows as the next one not matching its request (or as one too many)
     assert "does not match" in out.stderr or "more replies than requests" in out.stderr, out.stderr
+
+
+def test_m1_is_skipped_with_a_reason_when_the_descriptor_limit_is_too_low(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastsock._bench import runner
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    reason = runner.nofile_problem({"conns": 10_000, "warmup_conns": 16})
+    assert reason and "4096" in reason and "10,000" in reason and "ulimit -Hn" in reason
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, resource.RLIM_INFINITY))
+    assert runner.nofile_problem({"conns": 10_000, "warmup_conns": 16}) is None
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    monkeypatch.setattr(runner, "probe_python", lambda pure: {})
+    plan = runner.make_plan(runner.Options(["M1"], quick=True), creference.CReference())
+    assert plan.tasks == [] and any("M1 skipped" in n for n in plan.notes)
+    assert {r.status for r in plan.rows.values()} == {"skipped"}
+    assert all("RLIMIT_NOFILE" in r.reason for r in plan.rows.values())
 
 
 # ---------------------------------------------------------------- failures and cleanup

@@ -35,7 +35,7 @@ def stats(row: Row, point: Optional[int], case: Case) -> Optional[dict[str, Any]
         return None
     values = [m["value"] for m in ms]
     per_op = _median([m["server_cpu_per_op"] for m in ms])
-    return {
+    out = {
         "n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
         "server_cpu_per_op": per_op * wl.cpu_scale if per_op is not None else None,
         "server_cpu_pct": _median([m["server_cpu_pct"] for m in ms]),
@@ -43,6 +43,11 @@ def stats(row: Row, point: Optional[int], case: Case) -> Optional[dict[str, Any]
         "p50_us": _median([m.get("p50_us") for m in ms]),
         "p99_us": _median([m.get("p99_us") for m in ms]),
     }
+    if wl.kind == "memory":
+        for key in ("rss_before_kib", "rss_after_kib", "rss_used_kib", "ops"):
+            out[key] = _median([m.get(key) for m in ms])
+        out["used_median"] = _median([m.get("used_value") for m in ms])
+    return out
 
 
 def summarize(plan: Plan) -> dict[str, dict[Optional[int], dict[str, dict[str, Any]]]]:
@@ -72,7 +77,7 @@ def summarize(plan: Plan) -> dict[str, dict[Optional[int], dict[str, dict[str, A
 def fmt_value(v: Optional[float], unit: str) -> str:
     if v is None:
         return "-"
-    if unit == "GB/s":
+    if unit in ("GB/s", "KiB/conn"):
         return f"{v:.2f}"
     if v >= 1e6:
         return f"{v / 1e6:.2f}M"
@@ -106,6 +111,8 @@ Body = list["list[str] | StatusRow"]
 def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[str], Body]:
     """Header and rows of one case's table (rows without figures carry their status)."""
     wl = WORKLOADS[case.workload]
+    if wl.kind == "memory":
+        return memory_rows(plan, summary, case)
     latency = case.workload == "W2" or wl.kind == "points"
     head = ["implementation", f"{wl.metric} (median)", "min-max", "vs stdlib best", "vs C",
             f"server CPU {wl.cpu_unit}", "CPU/op vs C", "server CPU %", "client CPU %"]
@@ -136,6 +143,32 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
                       fmt_num(s["client_cpu_pct"], 0)]
             body.append(cells)
         first = False
+    return head, body
+
+
+def memory_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[str], Body]:
+    """M1's table: the server's RSS growth per idle connection (lower is better)."""
+    wl = WORKLOADS[case.workload]
+    head = ["implementation", f"{wl.metric} (median)", "min-max", "vs stdlib", f"after 1 request {wl.metric}",
+            "RSS before MiB", "RSS after MiB", "connections", f"server CPU {wl.cpu_unit}"]
+    body: Body = []
+    table = summary[case.key].get(None, {})
+    for (ck, _), row in plan.rows.items():
+        if ck != case.key:
+            continue
+        name = label(case.workload, row.impl)
+        s = table.get(row.impl)
+        if s is None:
+            body.append(StatusRow([name], f"{row.status}: {row.reason}"[:160]))
+            continue
+        if row.failures:
+            name += f" ({len(row.failures)} failed)"
+        mib = [None if s.get(k) is None else s[k] / 1024 for k in ("rss_before_kib", "rss_after_kib")]
+        body.append([name, fmt_value(s["median"], wl.metric),
+                     f"{fmt_value(s['min'], wl.metric)}-{fmt_value(s['max'], wl.metric)}",
+                     fmt_ratio(s["vs_stdlib_best"]), fmt_value(s.get("used_median"), wl.metric),
+                     fmt_num(mib[0]), fmt_num(mib[1]),
+                     "-" if s.get("ops") is None else f"{s['ops']:,.0f}", fmt_num(s["server_cpu_per_op"], 2)])
     return head, body
 
 
@@ -191,15 +224,31 @@ def _vs(s: dict[str, Any]) -> str:
     return ", ".join(bits) or "no ratio"
 
 
+def _memory_sentence(plan: Plan, summary: dict[str, Any]) -> list[str]:
+    out = []
+    for case in plan.cases:
+        wl = WORKLOADS[case.workload]
+        table = summary[case.key].get(None, {})
+        if wl.kind != "memory" or not table:
+            continue
+        conns = max((s.get("ops") or 0) for s in table.values())
+        parts = [f"{label(case.workload, i)} {s['median']:.2f}"
+                 + (f" ({s['used_median']:.2f} after one request)" if s.get("used_median") is not None else "")
+                 for i, s in sorted(table.items(), key=lambda kv: kv[1]["median"])]
+        out.append(f"{wl.key} {wl.name} ({conns:,.0f}), server RSS growth in KiB per connection: " + ", ".join(parts))
+    return out
+
+
 def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
     """One paragraph with the ratios that matter."""
-    heads = _headline(plan, summary)
+    heads = [(n, t, c) for n, t, c in _headline(plan, summary) if WORKLOADS[c.workload].kind != "memory"]
     sentences = []
     for impl, who in (("fastsock", "fastsock (C backend)"), ("fastsock-pure", "The pure-Python backend"),
                       ("fastsock-server", "fastsock Server (C)"), ("fastsock-server-pure", "fastsock Server (python)")):
         parts = [f"{name} {_vs(t[impl])}" for name, t, _ in heads if impl in t]
         if parts:
             sentences.append(f"{who}: " + "; ".join(parts))
+    sentences += _memory_sentence(plan, summary)
     fastest = []
     for name, t, case in heads:
         others = [(k, v) for k, v in t.items() if k != REFERENCE]
@@ -210,7 +259,10 @@ def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
         sentences.append("Fastest implementation (C reference aside): " + "; ".join(fastest))
     text = ". ".join(sentences) + "." if sentences else "No figures were measured."
     busy = []
+    memory = {c.key for c in plan.cases if WORKLOADS[c.workload].kind == "memory"}
     for ck, per_point in summary.items():
+        if ck in memory:  # M1's client is paced by the server's accepts: its CPU is no limit
+            continue
         for point, table in per_point.items():
             for impl, s in table.items():
                 if s.get("client_cpu_pct") and s["client_cpu_pct"] >= 90:

@@ -1,4 +1,5 @@
-"""The workloads W1-W5 of WORKLOADS.md, their counts (full and --quick), and the implementations."""
+"""The workloads W1-W5 of WORKLOADS.md and M1 (idle-connection memory), their counts (full and
+--quick), and the implementations."""
 
 from __future__ import annotations
 
@@ -21,8 +22,15 @@ class Workload:
     limit_s: int = 60  # hard limit of one run (server and client are killed past it)
     impls: tuple[str, ...] = ()
     # "single": one figure per run; "points": one per connection count (W4, W5), the server
-    # serves until terminated and the client reads its CPU clock.
+    # serves until terminated and the client reads its CPU clock; "memory": M1's RSS per
+    # connection (lower is better), measured by the client from /proc/<server pid>.
     kind: str = "single"
+    c_program: str = ""  # the C reference program (default: the key in lower case)
+    quick_repeat: int = 0  # --quick: at most this many repetitions (0: --repeat's); M1's figures barely move
+
+    @property
+    def program(self) -> str:
+        return self.c_program or self.key.lower()
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,13 @@ WORKLOADS: dict[str, Workload] = {
                    "uvloop-streams", "gevent"),
             kind="points",
         ),
+        Workload(
+            "M1", "idle connections", "KiB/conn", 1.0, "µs/conn", 1e6,
+            full={"conns": 10_000, "warmup_conns": 16}, quick={"conns": 10_000, "warmup_conns": 16}, limit_s=90,
+            impls=("c", "fastsock-server", "fastsock-server-pure", "stdlib-best", "asyncio-protocol",
+                   "uvloop-protocol"),
+            kind="memory", c_program="w4", quick_repeat=1,
+        ),
     ]
 }
 
@@ -115,6 +130,8 @@ WORKLOADS: dict[str, Workload] = {
 LABEL_OVERRIDES = {("W4", "stdlib-best"): "stdlib selectors (best)", ("W4", "fastsock"): "fastsock Selector (C)",
                    ("W4", "fastsock-pure"): "fastsock Selector (python)",
                    ("W5", "stdlib-best"): "stdlib selectors + bytearray (best)",
+                   ("M1", "stdlib-best"): "stdlib selectors",
+                   ("M1", "c"): "C reference (epoll)",
                    ("W3", "fastsock"): "fastsock (C) read_frames"}
 
 
