@@ -132,6 +132,26 @@ def test_m1_table_shows_kib_per_connection_rss_and_unavailable_rows() -> None:
     assert "load generator used" not in text  # M1's client CPU is no limit
 
 
+def test_server_targets_are_reported_met_or_not_when_measured() -> None:
+    plan = _plan("W5", {"c": [1e6], "fastsock-server": [8e5], "uvloop-protocol": [5e5]}, point=100)
+    for impl, cpu in (("c", 1e-6), ("fastsock-server", 1.4e-6), ("uvloop-protocol", 3e-6)):
+        for run in plan.rows[("W5", impl)].runs:
+            run["measurements"][0]["server_cpu_per_op"] = cpu
+    targets = report.target_sentences(plan, report.summarize(plan))
+    assert any("CPU/req vs C 1.40x (target ≤ 1.5x: met)" in t for t in targets), targets
+    assert any("CPU/req vs uvloop Protocol 0.47x (target ≤ 0.5x: met)" in t for t in targets), targets
+    for run in plan.rows[("W5", "fastsock-server")].runs:
+        run["measurements"][0]["server_cpu_per_op"] = 2e-6
+    machine = {"date": "today", "cpu": "cpu", "cores": 2, "usable_cores": 2, "kernel": "Linux", "python": "CPython",
+               "compiler": None, "libraries": {"fastsock": "0.1.0"}}
+    text = report.render_text(plan, machine, "fastsock bench")
+    assert "Server targets (issue 10):" in text and "CPU/req vs C 2.00x (target ≤ 1.5x: NOT met)" in text
+    assert "Server targets (issue 10):" in report.render_markdown(plan, machine, "fastsock bench")
+    # without the Server's figures there is no target line
+    plain = _plan("W5", {"c": [1e6], "stdlib-best": [4e5]}, point=100)
+    assert report.target_sentences(plain, report.summarize(plain)) == []
+
+
 def test_w5_and_m1_quick_counts() -> None:
     w5 = params_for(WORKLOADS["W5"], Options(["W5"], quick=True))
     assert w5["points"] == (10, 100) and w5["depth"] == 16 and w5["payload"] == 64

@@ -7,7 +7,7 @@ import statistics
 from typing import Any, Optional
 
 from .runner import Case, Plan, Row
-from .spec import BASELINE, REFERENCE, WORKLOADS, label
+from .spec import BASELINE, REFERENCE, TARGETS, WORKLOADS, label
 
 SCHEMA = "fastsock-bench/1"
 
@@ -239,6 +239,36 @@ def _memory_sentence(plan: Plan, summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ratio_of(table: dict[str, dict[str, Any]], impl: str, other: Optional[str], what: str) -> Optional[float]:
+    mine = table.get(impl, {}).get(what)
+    if other is None:
+        return mine
+    base = table.get(other, {}).get(what)
+    return mine / base if mine is not None and base else None
+
+
+def target_sentences(plan: Plan, summary: dict[str, Any]) -> list[str]:
+    """Each target of spec.TARGETS whose figures were measured, with the figure and met / not met."""
+    out = []
+    for t in TARGETS:
+        for case in plan.cases:
+            if case.workload != t.workload:
+                continue
+            for point, table in summary[case.key].items():
+                if t.point is not None and point != t.point:
+                    continue
+                v = _ratio_of(table, t.impl, t.versus, t.figure)
+                if v is None:
+                    continue
+                met = v < t.bound if t.strict else v <= t.bound
+                where = case.key.replace("-same-core", " same-core") + (f" at {point} conns" if point else "")
+                unit = "" if t.versus is None else "x"
+                shown = f"{v:.2f}" if round(v, 2) != t.bound else f"{v:.3f}"  # 1.004 is not "1.00: NOT met"
+                out.append(f"{where} {label(t.workload, t.impl)} {t.text} {shown}{unit} "
+                           f"(target {'<' if t.strict else '≤'} {t.bound:g}{unit}: {'met' if met else 'NOT met'})")
+    return out
+
+
 def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
     """One paragraph with the ratios that matter."""
     heads = [(n, t, c) for n, t, c in _headline(plan, summary) if WORKLOADS[c.workload].kind != "memory"]
@@ -293,6 +323,9 @@ def render_text(plan: Plan, machine: dict[str, Any], command: str) -> str:
         out.append(f"\n{case.title}")
         out.append(text_table(*table_rows(plan, summary, case)))
     out.append("\nSummary: " + summary_paragraph(plan, summary))
+    targets = target_sentences(plan, summary)
+    if targets:
+        out.append("Server targets (issue 10): " + "; ".join(targets) + ".")
     for note in plan.notes:
         out.append(f"Note: {note}")
     out.append(f"Machine: {one_line(machine)}")
@@ -308,6 +341,9 @@ def render_markdown(plan: Plan, machine: dict[str, Any], command: str) -> str:
     for case in plan.cases:
         out += [f"**{case.title}**", "", markdown_table(*table_rows(plan, summary, case)), ""]
     out.append(summary_paragraph(plan, summary))
+    targets = target_sentences(plan, summary)
+    if targets:
+        out.append("\nServer targets (issue 10): " + "; ".join(targets) + ".")
     for note in plan.notes:
         out.append(f"\nNote: {note}")
     return "\n".join(out) + "\n"
@@ -342,4 +378,4 @@ def write_json(path: str, data: dict[str, Any]) -> None:
         f.write("\n")
 
 
-__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "SCHEMA"]
+__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "target_sentences", "SCHEMA"]

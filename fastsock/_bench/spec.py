@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,35 @@ IMPLS: dict[str, Impl] = {
 BASELINE = "stdlib-best"  # "ratio to stdlib best"
 REFERENCE = "c"
 
+
+@dataclass(frozen=True)
+class Target:
+    """A figure fastsock.Server must reach (issue 10), reported as met or not when measured:
+    `figure` (a key of report.stats: "server_cpu_per_op", "median", "used_median") of
+    `impl`, divided by the same figure of `versus` (None: the figure itself), must be <=
+    `bound` (< when `strict`), at `point` (None: at every connection count measured)."""
+
+    workload: str
+    impl: str
+    figure: str
+    versus: Optional[str]
+    bound: float
+    text: str
+    point: Optional[int] = None
+    strict: bool = False
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("W5", "fastsock-server", "server_cpu_per_op", "c", 1.5, "CPU/req vs C"),
+    Target("W5", "fastsock-server", "server_cpu_per_op", "uvloop-protocol", 0.5, "CPU/req vs uvloop Protocol"),
+    Target("W4", "fastsock-server", "server_cpu_per_op", "c", 1.15, "CPU/req vs C", point=100),
+    Target("W4", "fastsock-server", "server_cpu_per_op", "uvloop-protocol", 1.0, "CPU/req vs uvloop Protocol",
+           point=100, strict=True),
+    Target("W4", "fastsock-server-pure", "server_cpu_per_op", "stdlib-best", 1.0, "CPU/req vs stdlib selectors"),
+    Target("W5", "fastsock-server-pure", "server_cpu_per_op", "stdlib-best", 1.0, "CPU/req vs stdlib selectors"),
+    Target("M1", "fastsock-server", "median", None, 2.0, "KiB per idle connection"),
+    Target("M1", "fastsock-server", "used_median", None, 2.0, "KiB per connection idle after one request"),
+)
 
 MiB = 1024 * 1024
 
