@@ -301,7 +301,7 @@ def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
         text += (" The load generator used >= 90% of its core in " + ", ".join(busy[:6])
                  + (" ..." if len(busy) > 6 else "") + ": there the client, not the server, was the limit"
                  " (for the C rows: C's figure is a lower bound).")
-    else:
+    elif any(summary[c.key].get(p) for c in plan.cases if c.key not in memory for p in summary[c.key]):
         text += (" The load generator stayed below 90% of its core in every run, so it was not the limit"
                  " (when the server is not near 100% either, the kernel or wake-ups are).")
     reasons: dict[str, list[str]] = {}
