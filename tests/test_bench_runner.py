@@ -245,10 +245,10 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 
 
 def _w5_bad_server(listener: socket.socket, mangle: str) -> None:
-    """Answers W5 requests correctly, then (after 200 replies) wrongly, as `mangle` says."""
+    """Answers W5 requests correctly, then (from the 200th reply on, once) wrongly, as `mangle` says."""
     conn, _ = listener.accept()
     with conn:
-        data, replies = b"", 0
+        data, replies, mangled = b"", 0, False
         while True:
             try:
                 chunk = conn.recv(65536)
@@ -262,13 +262,17 @@ def _w5_bad_server(listener: socket.socket, mangle: str) -> None:
                 size = int.from_bytes(data[:4], "big")
                 frame, data = data[:4 + size], data[4 + size:]
                 replies += 1
-                if replies == 200 and mangle == "payload":
-                    frame = frame[:-1] + bytes([frame[-1] ^ 1])
-                elif replies == 200 and mangle == "order" and out:
-                    out.insert(len(out) - 1, frame)
-                    continue
-                elif replies == 200 and mangle == "extra":
-                    out.append(frame)
+                if replies >= 200 and not mangled:
+                    if mangle == "payload":
+                        frame = frame[:-1] + bytes([frame[-1] ^ 1])
+                        mangled = True
+                    elif mangle == "order" and out:  # needs an earlier reply of this read to swap with
+                        out.insert(len(out) - 1, frame)
+                        mangled = True
+                        continue
+                    elif mangle == "extra":
+                        out.append(frame)
+                        mangled = True
                 out.append(frame)
             try:
                 conn.sendall(b"".join(out))
