@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -119,7 +122,13 @@ def test_list_names_every_workload_and_implementation(capsys: pytest.CaptureFixt
 def test_every_workload_lists_known_implementations_with_c_and_stdlib_best() -> None:
     for wl in WORKLOADS.values():
         assert set(wl.impls) <= set(IMPLS)
-        assert "c" in wl.impls and "stdlib-best" in wl.impls and "fastsock" in wl.impls
+        assert "c" in wl.impls and "stdlib-best" in wl.impls
+        assert any(IMPLS[i].fastsock for i in wl.impls), wl.key
+        assert wl.kind in ("single", "points", "memory")
+    for key in ("W4", "W5", "M1"):  # the Server rows (Unavailable until fastsock.Server is built)
+        assert {"fastsock-server", "fastsock-server-pure"} <= set(WORKLOADS[key].impls)
+    assert "fastsock-server-batch" in WORKLOADS["W5"].impls
+    assert {"fastsock", "fastsock-pure"} <= set(WORKLOADS["W4"].impls)  # the Selector rows stay
 
 
 def test_info_prints_backend_poller_and_features() -> None:
@@ -167,7 +176,7 @@ def test_smoke_run_of_every_workload_on_both_backends(tmp_path: Path) -> None:
     for key in ("cpu", "cores", "kernel", "python", "libraries", "date"):
         assert key in data["machine"]
     assert data["machine"]["libraries"]["fastsock"]
-    assert {c["key"] for c in data["cases"]} >= {"W1", "W2", "W2-same-core", "W3", "W4"}
+    assert {c["key"] for c in data["cases"]} >= {"W1", "W2", "W2-same-core", "W3", "W4", "W5", "M1"}
     available = {False: probe(False), True: probe(True)}
     rows = {(r["case"], r["impl"]): r for r in data["rows"]}
     for case in data["cases"]:
@@ -184,11 +193,23 @@ def test_smoke_run_of_every_workload_on_both_backends(tmp_path: Path) -> None:
                 continue
             assert len(row["runs"]) == 1 and row["summary"]
             for m in row["runs"][0]["measurements"]:
-                assert m["value"] > 0 and m["ops"] > 0 and m["server_cpu"] >= 0 and m["client_cpu"] >= 0
+                assert m["ops"] > 0 and m["server_cpu"] >= 0 and m["client_cpu"] >= 0
+                if case["workload"] == "M1":  # RSS growth: may be 0 for a handful of connections
+                    client = m["client"]
+                    assert client["accepted"] == client["conns"] == case["params"]["conns"], client
+                    assert client["rss_before_kib"] > 0 and m["value"] == pytest.approx(
+                        (client["rss_after_kib"] - client["rss_before_kib"]) / client["conns"])
+                else:
+                    assert m["value"] > 0
             if case["workload"] == "W4":
                 assert sorted(m["point"] for m in row["runs"][0]["measurements"]) == [1, 10, 100]
+            if case["workload"] == "W5":
+                ms = row["runs"][0]["measurements"]
+                assert sorted(m["point"] for m in ms) == [10, 100]
+                assert all(m["checked"] >= m["ops"] > 0 for m in ms)  # every reply was checked
     text = out.stdout
-    for title in ("W1 bulk", "W2 ping-pong", "W3 pipelined frames", "W4 echo under concurrency", "Summary:", "Machine:"):
+    for title in ("W1 bulk", "W2 ping-pong", "W3 pipelined frames", "W4 echo under concurrency",
+                  "W5 pipelined framed RPC under concurrency", "M1 idle connections", "Summary:", "Machine:"):
         assert title in text
     assert "| implementation |" in md.read_text()
 
@@ -220,11 +241,89 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# ---------------------------------------------------------------- W5 and M1 load generators
+
+
+def _w5_bad_server(listener: socket.socket, mangle: str) -> None:
+    """Answers W5 requests correctly, then (from the 200th reply on, once) wrongly, as `mangle` says."""
+    conn, _ = listener.accept()
+    with conn:
+        data, replies, mangled = b"", 0, False
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            data += chunk
+            out: list[bytes] = []
+            while len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
+                size = int.from_bytes(data[:4], "big")
+                frame, data = data[:4 + size], data[4 + size:]
+                replies += 1
+                if replies >= 200 and not mangled:
+                    if mangle == "payload":
+                        frame = frame[:-1] + bytes([frame[-1] ^ 1])
+                        mangled = True
+                    elif mangle == "order" and out:  # needs an earlier reply of this read to swap with
+                        out.insert(len(out) - 1, frame)
+                        mangled = True
+                        continue
+                    elif mangle == "extra":
+                        out.append(frame)
+                        mangled = True
+                out.append(frame)
+            try:
+                conn.sendall(b"".join(out))
+            except OSError:
+                return
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("client", ["c", "python"])
+@pytest.mark.parametrize("mangle", ["payload", "order", "extra"])
+def test_w5_load_generator_checks_every_reply(client: str, mangle: str) -> None:
+    if client == "c":
+        binary = creference.build().binary("w5")
+        if binary is None:
+            pytest.skip("no C compiler")
+        argv = [binary]
+    else:
+        argv = [sys.executable, "-m", "fastsock._bench.pyclient", "w5"]
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=_w5_bad_server, args=(listener, mangle), daemon=True)
+        server.start()
+        port = listener.getsockname()[1]
+        out = subprocess.run([*argv, "client", str(port), str(os.getpid()), "1", "2", "0.05", "16", "64", "30"],
+                             env=_env("w5-check"), capture_output=True, text=True, timeout=40, cwd=CWD)
+        server.join(10)
+    assert out.returncode != 0, out.stdout
+    # a duplicated reply shows as the next one not matching its request (or as one too many)
+    assert "does not match" in out.stderr or "more replies than requests" in out.stderr, out.stderr
+
+
+def test_m1_is_skipped_with_a_reason_when_the_descriptor_limit_is_too_low(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastsock._bench import runner
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    reason = runner.nofile_problem({"conns": 10_000, "warmup_conns": 16})
+    assert reason and "4096" in reason and "10,000" in reason and "ulimit -Hn" in reason
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, resource.RLIM_INFINITY))
+    assert runner.nofile_problem({"conns": 10_000, "warmup_conns": 16}) is None
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    monkeypatch.setattr(runner, "probe_python", lambda pure: {})
+    plan = runner.make_plan(runner.Options(["M1"], quick=True), creference.CReference())
+    assert plan.tasks == [] and any("M1 skipped" in n for n in plan.notes)
+    assert {r.status for r in plan.rows.values()} == {"skipped"}
+    assert all("RLIMIT_NOFILE" in r.reason for r in plan.rows.values())
+
+
 # ---------------------------------------------------------------- failures and cleanup
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("workload", ["W1", "W2", "W3", "W4"])
+@pytest.mark.parametrize("workload", ["W1", "W2", "W3", "W4", "W5"])
 def test_a_server_crashing_mid_run_is_reported_and_the_run_goes_on(workload: str, tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     js = tmp_path / "out.json"

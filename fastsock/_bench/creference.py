@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 SOURCE_DIR = Path(__file__).with_name("c")
-PROGRAMS = ("w1", "w2", "w3", "w4")
+PROGRAMS = ("w1", "w2", "w3", "w4", "w5")
 CFLAGS = ["-O2", "-std=c11", "-D_GNU_SOURCE"]
 
 

@@ -1,6 +1,7 @@
 """Child processes that never outlive the run.
 
-Every child runs in its own process group, optionally pinned to one core, with
+Every child runs in its own process group, optionally pinned to one core (and with its
+RLIMIT_NOFILE raised, for the idle-connection measurement), with
 PR_SET_PDEATHSIG so the kernel kills it if the runner itself is killed. Live children
 are tracked; `kill_all()` runs at exit, on SIGTERM/SIGHUP and after Ctrl-C (the runner's
 `guard()`), and kills each child's whole process group, then reaps it.
@@ -12,6 +13,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -40,19 +42,24 @@ def _libc() -> Optional[ctypes.CDLL]:
 _LIBC = _libc()
 
 
-def _child_setup(core: Optional[int]) -> None:
+def _child_setup(core: Optional[int], nofile: Optional[int]) -> None:
     """Runs in the child between fork and exec."""
     if _LIBC is not None and hasattr(_LIBC, "prctl"):
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if core is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {core})
+    if nofile is not None:  # up to the hard limit (the runner checked it is enough)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (nofile if hard == resource.RLIM_INFINITY else min(nofile, hard), hard))
 
 
 class Child:
     """One child process: line-oriented stdout with deadlines, stderr kept in a temp file."""
 
     def __init__(self, name: str, argv: Sequence[str], *, env: Optional[dict[str, str]] = None,
-                 core: Optional[int] = None) -> None:
+                 core: Optional[int] = None, nofile: Optional[int] = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.core = core
@@ -61,7 +68,7 @@ class Child:
         self._eof = False
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
-            start_new_session=True, preexec_fn=lambda: _child_setup(core), close_fds=True,
+            start_new_session=True, preexec_fn=lambda: _child_setup(core, nofile), close_fds=True,
         )
         _LIVE.add(self)
 

@@ -7,7 +7,7 @@ import statistics
 from typing import Any, Optional
 
 from .runner import Case, Plan, Row
-from .spec import BASELINE, REFERENCE, WORKLOADS, label
+from .spec import BASELINE, REFERENCE, TARGETS, WORKLOADS, label
 
 SCHEMA = "fastsock-bench/1"
 
@@ -35,7 +35,7 @@ def stats(row: Row, point: Optional[int], case: Case) -> Optional[dict[str, Any]
         return None
     values = [m["value"] for m in ms]
     per_op = _median([m["server_cpu_per_op"] for m in ms])
-    return {
+    out = {
         "n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
         "server_cpu_per_op": per_op * wl.cpu_scale if per_op is not None else None,
         "server_cpu_pct": _median([m["server_cpu_pct"] for m in ms]),
@@ -43,6 +43,11 @@ def stats(row: Row, point: Optional[int], case: Case) -> Optional[dict[str, Any]
         "p50_us": _median([m.get("p50_us") for m in ms]),
         "p99_us": _median([m.get("p99_us") for m in ms]),
     }
+    if wl.kind == "memory":
+        for key in ("rss_before_kib", "rss_after_kib", "rss_used_kib", "ops"):
+            out[key] = _median([m.get(key) for m in ms])
+        out["used_median"] = _median([m.get("used_value") for m in ms])
+    return out
 
 
 def summarize(plan: Plan) -> dict[str, dict[Optional[int], dict[str, dict[str, Any]]]]:
@@ -72,7 +77,7 @@ def summarize(plan: Plan) -> dict[str, dict[Optional[int], dict[str, dict[str, A
 def fmt_value(v: Optional[float], unit: str) -> str:
     if v is None:
         return "-"
-    if unit == "GB/s":
+    if unit in ("GB/s", "KiB/conn"):
         return f"{v:.2f}"
     if v >= 1e6:
         return f"{v / 1e6:.2f}M"
@@ -106,12 +111,14 @@ Body = list["list[str] | StatusRow"]
 def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[str], Body]:
     """Header and rows of one case's table (rows without figures carry their status)."""
     wl = WORKLOADS[case.workload]
-    latency = case.workload in ("W2", "W4")
+    if wl.kind == "memory":
+        return memory_rows(plan, summary, case)
+    latency = case.workload == "W2" or wl.kind == "points"
     head = ["implementation", f"{wl.metric} (median)", "min-max", "vs stdlib best", "vs C",
             f"server CPU {wl.cpu_unit}", "CPU/op vs C", "server CPU %", "client CPU %"]
     if latency:
         head[5:5] = ["p50 µs", "p99 µs"]
-    if case.workload == "W4":
+    if wl.kind == "points":
         head.insert(0, "conns")
     body: Body = []
     rows = [r for (ck, _), r in plan.rows.items() if ck == case.key]
@@ -120,7 +127,7 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
         for row in rows:
             name = label(case.workload, row.impl)
             s = table.get(row.impl)
-            lead = [str(point)] if case.workload == "W4" else []
+            lead = [str(point)] if wl.kind == "points" else []
             if s is None:
                 if first:  # report a row without figures once
                     body.append(StatusRow(lead + [name], f"{row.status}: {row.reason}"[:160]))
@@ -136,6 +143,32 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
                       fmt_num(s["client_cpu_pct"], 0)]
             body.append(cells)
         first = False
+    return head, body
+
+
+def memory_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[str], Body]:
+    """M1's table: the server's RSS growth per idle connection (lower is better)."""
+    wl = WORKLOADS[case.workload]
+    head = ["implementation", f"{wl.metric} (median)", "min-max", "vs stdlib", f"after 1 request {wl.metric}",
+            "RSS before MiB", "RSS after MiB", "connections", f"server CPU {wl.cpu_unit}"]
+    body: Body = []
+    table = summary[case.key].get(None, {})
+    for (ck, _), row in plan.rows.items():
+        if ck != case.key:
+            continue
+        name = label(case.workload, row.impl)
+        s = table.get(row.impl)
+        if s is None:
+            body.append(StatusRow([name], f"{row.status}: {row.reason}"[:160]))
+            continue
+        if row.failures:
+            name += f" ({len(row.failures)} failed)"
+        mib = [None if s.get(k) is None else s[k] / 1024 for k in ("rss_before_kib", "rss_after_kib")]
+        body.append([name, fmt_value(s["median"], wl.metric),
+                     f"{fmt_value(s['min'], wl.metric)}-{fmt_value(s['max'], wl.metric)}",
+                     fmt_ratio(s["vs_stdlib_best"]), fmt_value(s.get("used_median"), wl.metric),
+                     fmt_num(mib[0]), fmt_num(mib[1]),
+                     "-" if s.get("ops") is None else f"{s['ops']:,.0f}", fmt_num(s["server_cpu_per_op"], 2)])
     return head, body
 
 
@@ -191,14 +224,61 @@ def _vs(s: dict[str, Any]) -> str:
     return ", ".join(bits) or "no ratio"
 
 
+def _memory_sentence(plan: Plan, summary: dict[str, Any]) -> list[str]:
+    out = []
+    for case in plan.cases:
+        wl = WORKLOADS[case.workload]
+        table = summary[case.key].get(None, {})
+        if wl.kind != "memory" or not table:
+            continue
+        conns = max((s.get("ops") or 0) for s in table.values())
+        parts = [f"{label(case.workload, i)} {s['median']:.2f}"
+                 + (f" ({s['used_median']:.2f} after one request)" if s.get("used_median") is not None else "")
+                 for i, s in sorted(table.items(), key=lambda kv: kv[1]["median"])]
+        out.append(f"{wl.key} {wl.name} ({conns:,.0f}), server RSS growth in KiB per connection: " + ", ".join(parts))
+    return out
+
+
+def _ratio_of(table: dict[str, dict[str, Any]], impl: str, other: Optional[str], what: str) -> Optional[float]:
+    mine = table.get(impl, {}).get(what)
+    if other is None:
+        return mine
+    base = table.get(other, {}).get(what)
+    return mine / base if mine is not None and base else None
+
+
+def target_sentences(plan: Plan, summary: dict[str, Any]) -> list[str]:
+    """Each target of spec.TARGETS whose figures were measured, with the figure and met / not met."""
+    out = []
+    for t in TARGETS:
+        for case in plan.cases:
+            if case.workload != t.workload:
+                continue
+            for point, table in summary[case.key].items():
+                if t.point is not None and point != t.point:
+                    continue
+                v = _ratio_of(table, t.impl, t.versus, t.figure)
+                if v is None:
+                    continue
+                met = v < t.bound if t.strict else v <= t.bound
+                where = case.key.replace("-same-core", " same-core") + (f" at {point} conns" if point else "")
+                unit = "" if t.versus is None else "x"
+                shown = f"{v:.2f}" if round(v, 2) != t.bound else f"{v:.3f}"  # 1.004 is not "1.00: NOT met"
+                out.append(f"{where} {label(t.workload, t.impl)} {t.text} {shown}{unit} "
+                           f"(target {'<' if t.strict else '≤'} {t.bound:g}{unit}: {'met' if met else 'NOT met'})")
+    return out
+
+
 def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
     """One paragraph with the ratios that matter."""
-    heads = _headline(plan, summary)
+    heads = [(n, t, c) for n, t, c in _headline(plan, summary) if WORKLOADS[c.workload].kind != "memory"]
     sentences = []
-    for impl, who in (("fastsock", "fastsock (C backend)"), ("fastsock-pure", "The pure-Python backend")):
+    for impl, who in (("fastsock", "fastsock (C backend)"), ("fastsock-pure", "The pure-Python backend"),
+                      ("fastsock-server", "fastsock Server (C)"), ("fastsock-server-pure", "fastsock Server (python)")):
         parts = [f"{name} {_vs(t[impl])}" for name, t, _ in heads if impl in t]
         if parts:
             sentences.append(f"{who}: " + "; ".join(parts))
+    sentences += _memory_sentence(plan, summary)
     fastest = []
     for name, t, case in heads:
         others = [(k, v) for k, v in t.items() if k != REFERENCE]
@@ -209,7 +289,10 @@ def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
         sentences.append("Fastest implementation (C reference aside): " + "; ".join(fastest))
     text = ". ".join(sentences) + "." if sentences else "No figures were measured."
     busy = []
+    memory = {c.key for c in plan.cases if WORKLOADS[c.workload].kind == "memory"}
     for ck, per_point in summary.items():
+        if ck in memory:  # M1's client is paced by the server's accepts: its CPU is no limit
+            continue
         for point, table in per_point.items():
             for impl, s in table.items():
                 if s.get("client_cpu_pct") and s["client_cpu_pct"] >= 90:
@@ -218,7 +301,7 @@ def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
         text += (" The load generator used >= 90% of its core in " + ", ".join(busy[:6])
                  + (" ..." if len(busy) > 6 else "") + ": there the client, not the server, was the limit"
                  " (for the C rows: C's figure is a lower bound).")
-    else:
+    elif any(summary[c.key].get(p) for c in plan.cases if c.key not in memory for p in summary[c.key]):
         text += (" The load generator stayed below 90% of its core in every run, so it was not the limit"
                  " (when the server is not near 100% either, the kernel or wake-ups are).")
     reasons: dict[str, list[str]] = {}
@@ -240,6 +323,9 @@ def render_text(plan: Plan, machine: dict[str, Any], command: str) -> str:
         out.append(f"\n{case.title}")
         out.append(text_table(*table_rows(plan, summary, case)))
     out.append("\nSummary: " + summary_paragraph(plan, summary))
+    targets = target_sentences(plan, summary)
+    if targets:
+        out.append("Server targets (issue 10): " + "; ".join(targets) + ".")
     for note in plan.notes:
         out.append(f"Note: {note}")
     out.append(f"Machine: {one_line(machine)}")
@@ -255,6 +341,9 @@ def render_markdown(plan: Plan, machine: dict[str, Any], command: str) -> str:
     for case in plan.cases:
         out += [f"**{case.title}**", "", markdown_table(*table_rows(plan, summary, case)), ""]
     out.append(summary_paragraph(plan, summary))
+    targets = target_sentences(plan, summary)
+    if targets:
+        out.append("\nServer targets (issue 10): " + "; ".join(targets) + ".")
     for note in plan.notes:
         out.append(f"\nNote: {note}")
     return "\n".join(out) + "\n"
@@ -289,4 +378,4 @@ def write_json(path: str, data: dict[str, Any]) -> None:
         f.write("\n")
 
 
-__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "SCHEMA"]
+__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "target_sentences", "SCHEMA"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -96,6 +97,10 @@ def params_for(wl: Workload, opts: Options) -> dict[str, Any]:
                 p[k] = max(1, int(p[k] * opts.scale))
         if "seconds" in p:
             p["seconds"] = max(0.05, float(p["seconds"]) * opts.scale)
+        if "warmup_s" in p:
+            p["warmup_s"] = max(0.02, float(p["warmup_s"]) * opts.scale)
+        if "conns" in p:
+            p["conns"] = max(50, int(p["conns"] * opts.scale))
         if "bytes" in p:
             p["bytes"] = max(256 * 1024, p["bytes"] // (256 * 1024) * 256 * 1024)
     return p
@@ -111,7 +116,26 @@ def estimate_seconds(case: Case, impl: str, p: dict[str, Any]) -> float:
         return start + float(p["round_trips"] + p["warmup"]) / (40e3 if case.placement == "same" else 15e3)
     if w == "W3":
         return start + float(p["frames"]) / (0.3e6 if impl == "stdlib-naive" else 1.2e6)
-    return start + len(p["points"]) * (float(p["seconds"]) + 0.05)
+    if WORKLOADS[w].kind == "memory":  # connecting (paced by the server's accepts), settling, closing
+        return start + 0.3 + float(p["conns"]) * 1e-4
+    return start + len(p["points"]) * (float(p["seconds"]) + float(p.get("warmup_s", 0.0)) + 0.05)
+
+
+def nofile_needed(p: dict[str, Any]) -> int:
+    """Descriptors a process needs to hold M1's connections (with room for its own files)."""
+    return int(p["conns"]) + int(p["warmup_conns"]) + 256
+
+
+def nofile_problem(p: dict[str, Any]) -> Optional[str]:
+    """Why this machine cannot measure M1 (no /proc, or a hard RLIMIT_NOFILE too low), or None."""
+    if not os.path.exists(f"/proc/{os.getpid()}/status"):
+        return "it reads the server's VmRSS and descriptors from /proc, which this system does not have"
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    need = nofile_needed(p)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        return (f"the hard RLIMIT_NOFILE is {hard}, and {p['conns']:,} connections need {need} descriptors "
+                "in each of server and client (raise it: ulimit -Hn, or limits.conf)")
+    return None
 
 
 def _env(impl: str) -> dict[str, str]:
@@ -127,9 +151,10 @@ def _env(impl: str) -> dict[str, str]:
 def server_argv(case: Case, impl: str, p: dict[str, Any], limit: int, cref: creference.CReference) -> list[str]:
     w = case.workload
     if impl == "c":
-        binary = cref.binary(w)
+        binary = cref.binary(WORKLOADS[w].program)
         assert binary is not None
-        args = {"W1": [p.get("bytes")], "W2": [], "W3": [p.get("frames"), p.get("payload")], "W4": []}[w]
+        args = {"W1": [p.get("bytes")], "W2": [], "W3": [p.get("frames"), p.get("payload")], "W4": [], "W5": [],
+                "M1": []}[w]
         return [binary, "server", *map(str, args), str(limit)]
     return [sys.executable, "-m", "fastsock._bench.server", "run", w, impl, json.dumps(p), str(limit)]
 
@@ -143,8 +168,14 @@ def client_argv(case: Case, p: dict[str, Any], port: int, server_pid: int, limit
         args = [port, p["round_trips"], p["warmup"], p["payload"]]
     elif w == "W3":
         args = [port, p["frames"], p["payload"]]
-    else:
+    elif w == "W4":
         args = [port, server_pid, ",".join(map(str, p["points"])), p["seconds"], p["msg_size"]]
+    elif w == "W5":
+        args = [port, server_pid, ",".join(map(str, p["points"])), p["seconds"], p["warmup_s"], p["depth"],
+                p["payload"]]
+    else:  # M1: a Python client always (it measures memory, not speed)
+        args = [port, server_pid, p["conns"], p["warmup_conns"]]
+        use_c = False
     if use_c:
         binary = cref.binary(w)
         assert binary is not None
@@ -170,9 +201,9 @@ def _json_line(line: str) -> dict[str, Any]:
 
 
 def measurements(case: Case, server: dict[str, Any], client: dict[str, Any]) -> list[dict[str, Any]]:
-    """The figures of one run: one measurement (W1-W3) or one per connection count (W4)."""
+    """The figures of one run: one measurement (W1-W3, M1) or one per connection count (W4, W5)."""
     wl = WORKLOADS[case.workload]
-    if case.workload == "W4":
+    if wl.kind == "points":
         out = []
         for pt in client["points"]:
             secs = pt["seconds"] or 1e-9
@@ -184,8 +215,22 @@ def measurements(case: Case, server: dict[str, Any], client: dict[str, Any]) -> 
                 "server_cpu_pct": 100 * pt["server_cpu"] / secs if pt["server_cpu"] >= 0 else None,
                 "client_cpu_pct": 100 * pt["cpu"] / secs,
                 "p50_us": pt["p50_us"], "p99_us": pt["p99_us"],
+                **({"checked": pt["checked"]} if "checked" in pt else {}),
             })
         return out
+    if wl.kind == "memory":  # the server's VmRSS growth per connection, in KiB
+        conns, secs = client["conns"], client["seconds"] or 1e-9
+        return [{
+            "point": None, "ops": conns, "seconds": secs,
+            "value": (client["rss_after_kib"] - client["rss_before_kib"]) / conns,
+            "used_value": (client["rss_used_kib"] - client["rss_before_kib"]) / conns,
+            "server_cpu": client["server_cpu"], "client_cpu": client["cpu"],
+            "server_cpu_per_op": client["server_cpu"] / conns if client["server_cpu"] >= 0 else None,
+            "server_cpu_pct": 100 * client["server_cpu"] / secs if client["server_cpu"] >= 0 else None,
+            "client_cpu_pct": 100 * client["cpu"] / secs,
+            "rss_before_kib": client["rss_before_kib"], "rss_after_kib": client["rss_after_kib"],
+            "rss_used_kib": client["rss_used_kib"], "client": client,
+        }]
     if case.workload == "W2":  # the client times the round trips; the server counts warm-up too
         ops, secs = client["ops"], client["seconds"] or 1e-9
     else:
@@ -208,9 +253,12 @@ def run_once(case: Case, impl: str, p: dict[str, Any], cref: creference.CReferen
     """One repetition; raises RunFailed or Unavailable. Leaves no process behind."""
     wl = WORKLOADS[case.workload]
     limit = wl.limit_s
+    persistent = wl.kind != "single"  # the server serves until it is stopped; the client measures
+    nofile = nofile_needed(p) if wl.kind == "memory" else None
     server = client = None
     try:
-        server = procs.Child(f"{impl} server", server_argv(case, impl, p, limit, cref), env=_env(impl), core=cores[0])
+        server = procs.Child(f"{impl} server", server_argv(case, impl, p, limit, cref), env=_env(impl), core=cores[0],
+                             nofile=nofile)
         line = server.expect(("PORT ", "UNAVAILABLE"), time.monotonic() + 30)
         if line is None:
             status = server.wait(time.monotonic() + 1)
@@ -229,7 +277,7 @@ def run_once(case: Case, impl: str, p: dict[str, Any], cref: creference.CReferen
                 raise RunFailed(f"server crashed ({_status_text(sstatus)}) {server.stderr_tail()}".strip())
             raise RunFailed(f"load generator failed ({_status_text(cstatus)}): {client.stderr_tail()}")
         cres = _json_line(cline)
-        if case.workload == "W4":
+        if persistent:
             if not server.running():
                 raise RunFailed(f"server exited during the run ({_status_text(server.proc.poll())})")
             sres: dict[str, Any] = {}
@@ -246,7 +294,7 @@ def run_once(case: Case, impl: str, p: dict[str, Any], cref: creference.CReferen
         if client is not None:
             client.kill()
         if server is not None:
-            if case.workload == "W4":  # W4 servers serve until stopped
+            if persistent:  # these servers serve until stopped
                 server.terminate(grace=0.5)
             else:
                 server.kill()
@@ -303,7 +351,7 @@ def make_plan(opts: Options, cref: creference.CReference) -> Plan:
     if not use_c:
         notes.append("load generator: the Python client (no C compiler); figures may be limited by the client")
     probes = {False: probe_python(False)}
-    if opts.impls is None or "fastsock-pure" in opts.impls:
+    if opts.impls is None or any(IMPLS[i].pure for i in opts.impls):
         probes[True] = probe_python(True)
     plan = Plan(cases(opts, usable), {}, {}, [], [], notes, use_c)
     for case in plan.cases:
@@ -311,13 +359,19 @@ def make_plan(opts: Options, cref: creference.CReference) -> Plan:
         p = params_for(wl, opts)
         plan.params[case.key] = p
         runnable = []
+        cannot = nofile_problem(p) if wl.kind == "memory" else None
+        if cannot:
+            notes.append(f"{wl.key} skipped: {cannot}")
         for impl in wl.impls:
             if opts.impls is not None and impl not in opts.impls:
                 continue
             row = Row(case.key, impl)
             plan.rows[(case.key, impl)] = row
+            if cannot:
+                row.status, row.reason = "skipped", cannot
+                continue
             if impl == "c":
-                if cref.binary(case.workload) is None:
+                if cref.binary(wl.program) is None:
                     row.status, row.reason = "skipped", cref.note or "C reference not compiled"
                     continue
             else:
@@ -330,7 +384,8 @@ def make_plan(opts: Options, cref: creference.CReference) -> Plan:
         # Repetition-major order: a burst of background load on a shared machine hits one
         # repetition of several implementations, which the medians filter out, rather than
         # every repetition of one implementation.
-        for rep in range(opts.repeat):
+        repeat = min(opts.repeat, wl.quick_repeat) if opts.quick and wl.quick_repeat else opts.repeat
+        for rep in range(repeat):
             for impl in runnable:
                 plan.tasks.append((case, impl, rep))
                 plan.estimates.append(estimate_seconds(case, impl, p))

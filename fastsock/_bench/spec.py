@@ -1,9 +1,10 @@
-"""The workloads W1-W4 of WORKLOADS.md, their counts (full and --quick), and the implementations."""
+"""The workloads W1-W5 of WORKLOADS.md and M1 (idle-connection memory), their counts (full and
+--quick), and the implementations."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,16 @@ class Workload:
     quick: dict[str, Any] = field(default_factory=dict)
     limit_s: int = 60  # hard limit of one run (server and client are killed past it)
     impls: tuple[str, ...] = ()
+    # "single": one figure per run; "points": one per connection count (W4, W5), the server
+    # serves until terminated and the client reads its CPU clock; "memory": M1's RSS per
+    # connection (lower is better), measured by the client from /proc/<server pid>.
+    kind: str = "single"
+    c_program: str = ""  # the C reference program (default: the key in lower case)
+    quick_repeat: int = 0  # --quick: at most this many repetitions (0: --repeat's); M1's figures barely move
+
+    @property
+    def program(self) -> str:
+        return self.c_program or self.key.lower()
 
 
 @dataclass(frozen=True)
@@ -52,11 +63,44 @@ IMPLS: dict[str, Impl] = {
         Impl("uvloop-streams", "uvloop streams"),
         Impl("uvloop-protocol", "uvloop Protocol"),
         Impl("gevent", "gevent"),
+        Impl("fastsock-server", "fastsock Server (C)", fastsock=True),
+        Impl("fastsock-server-pure", "fastsock Server (python)", pure=True, fastsock=True),
+        Impl("fastsock-server-batch", "fastsock Server (C) batch=True", fastsock=True),
     ]
 }
 
 BASELINE = "stdlib-best"  # "ratio to stdlib best"
 REFERENCE = "c"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure fastsock.Server must reach (issue 10), reported as met or not when measured:
+    `figure` (a key of report.stats: "server_cpu_per_op", "median", "used_median") of
+    `impl`, divided by the same figure of `versus` (None: the figure itself), must be <=
+    `bound` (< when `strict`), at `point` (None: at every connection count measured)."""
+
+    workload: str
+    impl: str
+    figure: str
+    versus: Optional[str]
+    bound: float
+    text: str
+    point: Optional[int] = None
+    strict: bool = False
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("W5", "fastsock-server", "server_cpu_per_op", "c", 1.5, "CPU/req vs C"),
+    Target("W5", "fastsock-server", "server_cpu_per_op", "uvloop-protocol", 0.5, "CPU/req vs uvloop Protocol"),
+    Target("W4", "fastsock-server", "server_cpu_per_op", "c", 1.15, "CPU/req vs C", point=100),
+    Target("W4", "fastsock-server", "server_cpu_per_op", "uvloop-protocol", 1.0, "CPU/req vs uvloop Protocol",
+           point=100, strict=True),
+    Target("W4", "fastsock-server-pure", "server_cpu_per_op", "stdlib-best", 1.0, "CPU/req vs stdlib selectors"),
+    Target("W5", "fastsock-server-pure", "server_cpu_per_op", "stdlib-best", 1.0, "CPU/req vs stdlib selectors"),
+    Target("M1", "fastsock-server", "median", None, 2.0, "KiB per idle connection"),
+    Target("M1", "fastsock-server", "used_median", None, 2.0, "KiB per connection idle after one request"),
+)
 
 MiB = 1024 * 1024
 
@@ -87,8 +131,26 @@ WORKLOADS: dict[str, Workload] = {
             "W4", "echo under concurrency", "requests/s", 1.0, "µs/req", 1e6,
             full={"points": (1, 10, 100), "seconds": 5.0, "msg_size": 1024},
             quick={"points": (1, 10, 100), "seconds": 0.25, "msg_size": 1024}, limit_s=60,
-            impls=("c", "fastsock", "fastsock-pure", "stdlib-best", "threaded", "asyncio-protocol",
-                   "asyncio-streams", "asyncio-fastsock", "uvloop-protocol", "uvloop-streams", "gevent"),
+            impls=("c", "fastsock-server", "fastsock-server-pure", "fastsock", "fastsock-pure", "stdlib-best",
+                   "threaded", "asyncio-protocol", "asyncio-streams", "asyncio-fastsock", "uvloop-protocol",
+                   "uvloop-streams", "gevent"),
+            kind="points",
+        ),
+        Workload(
+            "W5", "pipelined framed RPC under concurrency", "requests/s", 1.0, "µs/req", 1e6,
+            full={"points": (10, 100), "seconds": 5.0, "warmup_s": 1.0, "depth": 16, "payload": 64},
+            quick={"points": (10, 100), "seconds": 0.1, "warmup_s": 0.05, "depth": 16, "payload": 64}, limit_s=60,
+            impls=("c", "fastsock-server", "fastsock-server-batch", "fastsock-server-pure", "stdlib-best",
+                   "threaded", "asyncio-protocol", "asyncio-streams", "asyncio-fastsock", "uvloop-protocol",
+                   "uvloop-streams", "gevent"),
+            kind="points",
+        ),
+        Workload(
+            "M1", "idle connections", "KiB/conn", 1.0, "µs/conn", 1e6,
+            full={"conns": 10_000, "warmup_conns": 16}, quick={"conns": 10_000, "warmup_conns": 16}, limit_s=90,
+            impls=("c", "fastsock-server", "fastsock-server-pure", "stdlib-best", "asyncio-protocol",
+                   "uvloop-protocol"),
+            kind="memory", c_program="w4", quick_repeat=1,
         ),
     ]
 }
@@ -96,6 +158,9 @@ WORKLOADS: dict[str, Workload] = {
 # W4's "stdlib best" is the selectors loop; labels that differ per workload.
 LABEL_OVERRIDES = {("W4", "stdlib-best"): "stdlib selectors (best)", ("W4", "fastsock"): "fastsock Selector (C)",
                    ("W4", "fastsock-pure"): "fastsock Selector (python)",
+                   ("W5", "stdlib-best"): "stdlib selectors + bytearray (best)",
+                   ("M1", "stdlib-best"): "stdlib selectors",
+                   ("M1", "c"): "C reference (epoll)",
                    ("W3", "fastsock"): "fastsock (C) read_frames"}
 
 

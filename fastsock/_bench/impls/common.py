@@ -63,6 +63,17 @@ def missing_fastsock(*names: str, socket_methods: tuple[str, ...] = ()) -> Optio
     return None
 
 
+def missing_server() -> Optional[str]:
+    """Why fastsock.Server cannot run in this interpreter (and backend), or None."""
+    try:
+        import fastsock
+    except ImportError as exc:  # pragma: no cover - fastsock is the package we live in
+        return f"fastsock does not import ({exc})"
+    if not hasattr(fastsock, "Server"):
+        return "fastsock.Server is not built yet"
+    return missing_fastsock("Server", "LengthPrefix")
+
+
 def missing_module(name: str) -> Optional[str]:
     """None when `name` imports, else 'not installed'."""
     try:

@@ -12,7 +12,17 @@ import socket
 import threading
 from typing import Any, Callable, Optional
 
-from .common import Meter, as_fastsock, fastsock_api, loop_missing, missing_fastsock, missing_module, nodelay, run_loop
+from .common import (
+    Meter,
+    as_fastsock,
+    fastsock_api,
+    loop_missing,
+    missing_fastsock,
+    missing_module,
+    missing_server,
+    nodelay,
+    run_loop,
+)
 
 READ_SIZE = 65536
 
@@ -162,6 +172,20 @@ def gevent_server(listener: socket.socket, p: dict[str, Any], meter: Meter) -> d
     return {}
 
 
+def fastsock_server(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
+    """fastsock.Server in raw mode (framing=None): write back what arrived and consume it."""
+    fastsock = fastsock_api()
+
+    def echo(conn: Any, data: Any) -> int:
+        conn.write(data)
+        return len(data)
+
+    server = fastsock.Server(echo, framing=None)
+    server.listen(sock=listener)
+    server.serve_forever()  # until the runner's SIGTERM (a graceful stop) or SIGKILL
+    return {}
+
+
 SERVERS: dict[str, Callable[..., Any]] = {
     "stdlib-best": selector_echo(selectors.DefaultSelector, lambda conn: conn),
     "fastsock": selector_echo(_fastsock_selector, as_fastsock),
@@ -173,6 +197,8 @@ SERVERS: dict[str, Callable[..., Any]] = {
     "uvloop-protocol": asyncio_protocol("uvloop"),
     "uvloop-streams": asyncio_streams("uvloop"),
     "gevent": gevent_server,
+    "fastsock-server": fastsock_server,
+    "fastsock-server-pure": fastsock_server,
 }
 
 
@@ -180,6 +206,8 @@ def missing(key: str) -> Optional[str]:
     """Why `key` cannot run here, or None."""
     if key in ("fastsock", "fastsock-pure"):
         return missing_fastsock("Selector")
+    if key.startswith("fastsock-server"):
+        return missing_server()
     if key == "asyncio-fastsock":
         return loop_missing("fastsock")
     if key.startswith("uvloop"):
