@@ -241,7 +241,7 @@ class Stream:
         head = self._rhead
         return bytes(memoryview(self._rbuf)[head:head + n])
 
-    def _incomplete(self, expected: Optional[int]) -> NoReturn:
+    def _raise_incomplete(self, expected: Optional[int]) -> NoReturn:
         """EOF inside a read: raise IncompleteReadError with every buffered byte (consumed)."""
         exc = IncompleteReadError(self._head(self._rtail - self._rhead), expected)
         if self._clock is not None:
@@ -328,7 +328,7 @@ class Stream:
             if self._eof:
                 if held == 0:
                     return None, 0
-                self._incomplete(need or None)
+                self._raise_incomplete(need or None)
             trailer = len(framing._trailer)
             if need and not trailer and need - held >= self._read_size:
                 return self._large_frame(need, extra)
@@ -494,7 +494,7 @@ class Stream:
             if self._eof:
                 if line:
                     return self._head(held), held
-                self._incomplete(None)
+                self._raise_incomplete(None)
             resume = max(0, held - (maxlen - 1))
             self._fill(0)
 
@@ -612,7 +612,7 @@ class Stream:
             held = self._rtail - self._rhead
             if held < size and size <= self._max_buffer and size - held < self._read_size:
                 if not self._fill_to(size):
-                    self._incomplete(size)
+                    self._raise_incomplete(size)
                 held = size
             if held >= size:
                 out = self._head(size)
@@ -712,7 +712,7 @@ class Stream:
             held = self._rtail - self._rhead
             if held < size and size <= self._max_buffer and size - held < self._read_size:
                 if not self._fill_to(size):
-                    self._incomplete(size)
+                    self._raise_incomplete(size)
                 held = size
             if held >= size:
                 head = self._rhead
