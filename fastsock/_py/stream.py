@@ -17,9 +17,11 @@ function starts, at a loop's back edge, or right after a call returns -- never b
 plain statements (an attribute store, `self._rhead += n`, a slice assignment). The code
 below is laid out so that such an exception can strike anywhere without losing or
 duplicating a byte, and without leaving the Stream busy:
-- every recv/send result is stored inside C before a handler can run (`list.extend(map(..))`,
-  or `socket._recorded`), and bytes received are in the read buffer, or in a buffer whose
-  progress the caller holds (self._landing), at every check;
+- every recv/send result is stored before a handler can run: `n = [*map(recv_into, ...)]`
+  calls recv_into from inside LIST_EXTEND, and no check comes before the list is stored
+  and used by plain statements (socket._recorded, map + list.extend, where a call follows);
+  bytes received are in the read buffer, or in a buffer whose progress the caller holds
+  (self._landing), at every check;
 - helpers never consume buffered bytes when they return normally: the public method does,
   after its last call, then returns -- so nothing after the consumption may call anything.
 
@@ -138,6 +140,7 @@ class Stream:
         self._read_size, self._max_buffer, self._write_buffer = _streambase.check_options(
             read_size, max_buffer, write_buffer)
         self._framing = _streambase.check_framing(framing)
+        self._lead = _lead(self._framing)
         self._sock = sock
         # _rbuf[:_rhead] consumed, [_rhead:_rtail] held, [_rtail:] free space; _rview is
         # memoryview(_rbuf); _oversized: len(_rbuf) > _shrink_at (given back once emptied).
@@ -252,17 +255,11 @@ class Stream:
         if self._clock is not None or self._sock.timeout:
             self._arm()
         tail = self._rtail
-        got: list[int] = []
-        try:
-            got.extend(map(_recv_into, (self._sock,), (self._rview[tail:],)))
-        finally:
-            # The count was stored in `got` inside C: the bytes are kept even when a signal
-            # handler raised right after recv_into returned.
-            if got:
-                if got[0]:
-                    self._rtail = tail + got[0]
-                else:
-                    self._eof = True
+        got = [*map(_recv_into, (self._sock,), (self._rview[tail:],))]  # stored with no check
+        if got[0]:
+            self._rtail = tail + got[0]
+        else:
+            self._eof = True
         return got[0]
 
     def _fill_to(self, size: int) -> bool:
@@ -351,7 +348,10 @@ class Stream:
         scan = framing._scan
         while True:
             head = self._rhead
-            header, need, extra = scan(self._rbuf, head, self._rtail, self._resume)
+            if head == self._rtail:
+                header, need, extra = self._lead  # what the framing needs before any byte
+            else:
+                header, need, extra = scan(self._rbuf, head, self._rtail, self._resume)
             if header >= 0:  # (header, payload, total)
                 start = head + header
                 return bytes(self._rview[start:start + need]), extra
@@ -491,24 +491,15 @@ class Stream:
             idx = _advance(views, idx, n)
 
     def _flush(self) -> None:
-        """Send the (non-empty) write queue: one send of the queue itself, and the general
-        gather path only for what a partial send left."""
+        """Send the write queue, from the queue itself: each send's count is stored and the
+        sent bytes dropped with no check in between, so no state is needed to settle."""
         wbuf = self._wbuf
-        if self._clock is not None or self._sock.timeout:
-            self._arm()
-        moved: list[int] = []
-        self._sending = ([wbuf], moved)  # until settled: see _settle (the queue is not changed meanwhile)
-        try:
-            moved.extend(map(_send, (self._sock,), (wbuf,), (_MSG_NOSIGNAL,)))
-        except BaseException:
-            self._settle()
-            raise
-        if moved[0] == len(wbuf):
-            del wbuf[:]  # sent: the queue empties with no call in between
-            self._sending = None
-            return
-        self._settle()  # the unsent rest becomes the queue
-        self._gather([])
+        sock = self._sock
+        while wbuf:
+            if self._clock is not None or sock.timeout:
+                self._arm()
+            sent = [*map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))]
+            del wbuf[:sent[0]]
 
     def _write_many(self, items: Any, framed: bool) -> None:
         if isinstance(items, (bytes, bytearray, memoryview, str)):
@@ -968,15 +959,16 @@ class Stream:
             if framing is None:
                 raise ValueError(_NO_FRAMING)
             header, trailer = framing._wrap(view)
-            wbuf = self._wbuf
-            size = len(view)
-            if size <= _COPY_MAX and len(wbuf) + len(header) + size + len(trailer) <= self._write_buffer:
-                wbuf += header
-                wbuf += view
-                if trailer:
-                    wbuf += trailer
+            if len(view) > _COPY_MAX:
+                self._gather([part for part in (header, view, trailer) if len(part)])
                 return None
-            self._gather([part for part in (header, view, trailer) if len(part)])
+            wbuf = self._wbuf
+            wbuf += header
+            wbuf += view
+            if trailer:
+                wbuf += trailer
+            if len(wbuf) > self._write_buffer:
+                self._flush()  # the queue, this frame included, in one send
         finally:
             if self._oversized and self._rhead == self._rtail:
                 self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
@@ -1095,6 +1087,7 @@ class Stream:
         if self._blocked is _IN_USE:
             raise RuntimeError(_BUSY)
         self._framing = _streambase.check_framing(value)
+        self._lead = _lead(self._framing)
         self._resume = 0
 
     @property
@@ -1115,6 +1108,12 @@ class Stream:
         state = "closed" if self._closed else f"fd={self._sock.fileno()}"
         return (f"<fastsock.Stream {state} framing={self._framing!r} "
                 f"buffered={self._rtail - self._rhead} pending={len(self._wbuf)}>")
+
+
+def _lead(framing: Optional[Framing]) -> _framing_mod.Scan:
+    """framing._scan of no bytes, asked once (the answer depends on nothing else): spares a
+    scan of an empty buffer on every read that finds nothing held."""
+    return (-1, 0, 0) if framing is None else framing._scan(_NO_MEMORY, 0, 0, 0)
 
 
 def _unsent(parts: list[Any], sent: int) -> bytearray:
