@@ -60,6 +60,7 @@ import errno
 import socket as _stdsocket
 import sys
 from collections.abc import Iterable
+from itertools import chain
 from typing import Any, NoReturn, Optional, Union
 
 from .. import _streambase
@@ -515,8 +516,9 @@ class Stream:
             wraps = [wrap(v) for v in views]
         else:
             wraps = [(b"", b"")] * len(views)
-        total = sum(len(v) for v in views) + sum(len(head) + len(tail) for head, tail in wraps)
-        big = any(len(v) > _COPY_MAX for v in views)
+        sizes = list(map(len, views))
+        total = sum(sizes) + sum(map(len, chain.from_iterable(wraps)))
+        big = max(sizes, default=0) > _COPY_MAX
         if not big and len(self._wbuf) + total <= self._write_buffer:
             wbuf = self._wbuf
             for (head, tail), view in zip(wraps, views):
