@@ -278,7 +278,7 @@ def test_writes_survive_a_raise_at_every_window(how, timeout):
             assert set(returned) <= set(seen), f"raise at checks {strikes}: a record that was written is missing"
             return struck
 
-    assert _each_window(run_once) > 3
+    assert _each_window(run_once) >= 2
 
 
 def recv_all(sock):

@@ -17,9 +17,9 @@ function starts, at a loop's back edge, or right after a call returns -- never b
 plain statements (an attribute store, `self._rhead += n`, a slice assignment). The code
 below is laid out so that such an exception can strike anywhere without losing or
 duplicating a byte, and without leaving the Stream busy:
-- every recv/send result is stored before a handler can run: `n = [*map(recv_into, ...)]`
-  calls recv_into from inside LIST_EXTEND, and no check comes before the list is stored
-  and used by plain statements (socket._recorded, map + list.extend, where a call follows);
+- every recv/send result is stored before a handler can run: `(n,) = map(recv_into, ...)`
+  calls recv_into from inside UNPACK_SEQUENCE, and no check comes before n is stored and
+  used by plain statements (socket._recorded, map + list.extend, where a call follows);
   bytes received are in the read buffer, or in a buffer whose progress the caller holds
   (self._landing), at every check;
 - helpers never consume buffered bytes when they return normally: the public method does,
@@ -253,15 +253,16 @@ class Stream:
         if len(self._rbuf) - self._rtail < want and self._reserve(want, self._max_buffer) <= 0:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
-        if self._clock is not None or self._sock.timeout:
+        sock = self._sock
+        if self._clock is not None or sock.timeout:
             self._arm()
         tail = self._rtail
-        got = [*map(_recv_into, (self._sock,), (self._rview[tail:],))]  # stored with no check
-        if got[0]:
-            self._rtail = tail + got[0]
+        (n,) = map(_recv_into, (sock,), (self._rview[tail:],))  # stored with no check between
+        if n:
+            self._rtail = tail + n
         else:
             self._eof = True
-        return got[0]
+        return n
 
     def _fill_to(self, size: int) -> bool:
         while self._rtail - self._rhead < size:
@@ -346,16 +347,30 @@ class Stream:
         framing = self._framing
         if framing is None:
             raise ValueError(_NO_FRAMING)
-        scan = framing._scan
         while True:
             head = self._rhead
-            if head == self._rtail:
-                header, need, extra = self._lead  # what the framing needs before any byte
+            if head != self._rtail:
+                header, need, extra = framing._scan(self._rbuf, head, self._rtail, self._resume)
+                if header >= 0:  # (header, payload, total)
+                    start = head + header
+                    return bytes(self._rview[start:start + need]), extra
             else:
-                header, need, extra = scan(self._rbuf, head, self._rtail, self._resume)
-            if header >= 0:  # (header, payload, total)
-                start = head + header
-                return bytes(self._rview[start:start + need]), extra
+                header, need, extra = self._lead  # what the framing needs before any byte
+                if not need and not self._eof:
+                    # The usual case (a frame's size shows in its first bytes): _fill(0) for
+                    # an empty buffer, inline.
+                    self._rhead = self._rtail = 0
+                    if len(self._rbuf) < self._read_size:
+                        self._reserve(self._read_size, self._max_buffer)
+                    sock = self._sock
+                    if self._clock is not None or sock.timeout:
+                        self._arm()
+                    (n,) = map(_recv_into, (sock,), (self._rview,))  # stored with no check between
+                    if n:
+                        self._rtail = n
+                    else:
+                        self._eof = True
+                    continue
             # (-1, total or 0, x): x is a delimiter's resume offset, or where a payload that
             # ends the frame starts (-1 if bytes follow it); see framing.Scan.
             held = self._rtail - head
@@ -499,8 +514,8 @@ class Stream:
         while wbuf:
             if self._clock is not None or sock.timeout:
                 self._arm()
-            sent = [*map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))]
-            del wbuf[:sent[0]]
+            (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+            del wbuf[:sent]  # no check since the send returned
 
     def _write_many(self, items: Any, framed: bool) -> None:
         if isinstance(items, (bytes, bytearray, memoryview, str)):
@@ -1003,8 +1018,13 @@ class Stream:
             self._refuse()
         self._blocked = _IN_USE
         try:
-            if self._wbuf:
-                self._flush()
+            wbuf = self._wbuf
+            sock = self._sock
+            while wbuf:  # _flush, inline (the ping-pong path)
+                if self._clock is not None or sock.timeout:
+                    self._arm()
+                (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+                del wbuf[:sent]  # no check since the send returned
         finally:
             if self._oversized and self._rhead == self._rtail:
                 self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
