@@ -77,7 +77,9 @@ class Framing:
     compiled one does the same in src_c/fs_frame.c, keyed by `_kind`). A new framing
     implements `_scan` and its encoding (`_encode_length`, or `header` and `_trailer`)
     here, and the same rules in fs_frame.c; the rest has generic versions in this class:
-    - `_scan(buf, start, end, resume)`: the frame at buf[start:end] (see `Scan`).
+    - `_scan(buf, start, end, resume)`: the frame at buf[start:end] (see `Scan`); its
+      answer for no bytes at all, which must not depend on `resume`, is asked once when a
+      Stream takes the framing.
     - `_scan_many(buf, start, end, resume, limit)`: every complete frame buffered, for
       read_frames(); a loop over `_scan` here, a faster loop in LengthPrefix.
     - `_wrap(payload)`: (header, trailer), the bytes written around a payload.
