@@ -50,8 +50,12 @@ flag, and calls the exit's slow path (_leave: keep a large read's bytes, settle 
 interrupted gather send, restore the socket timeout) only when something is left. The flag
 is stored before that call, so a handler raising at _leave's entry leaves the work to the
 next call's entry instead of a Stream stuck busy; _leave claims the Stream first, so the
-work is never done twice. Success paths leave nothing (they disarm before consuming), so
-no call follows a consumption.
+work is never done twice. A reading method's success path leaves nothing (it disarms
+before consuming), so no call follows a consumption; a write's may leave the timeout to
+restore, and consumes nothing. The pattern is not a decorator: a wrapper would hand each
+consumed result back through one more return, where a handler's exception would drop it,
+and would cost a Python call per method. tests/test_pure_stream_signal_windows.py raises
+at each check of each method in turn.
 """
 
 from __future__ import annotations
