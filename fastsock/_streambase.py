@@ -41,14 +41,20 @@ DEFAULT_WRITE_BUFFER = 65536
 #: Writes larger than this are never copied into the write queue: they go out with writev.
 COPY_MAX = 16384
 
-# Read-buffer memory: one rule for both backends (the compiled Stream reads these at import).
-#: An emptied read buffer whose capacity exceeds shrink_threshold(read_size) =
-#: max(SHRINK_READ_SIZES * read_size, SHRINK_MIN) gives its memory back at once.
+# Read-buffer memory: one rule for both backends (each Stream reads these at import, and
+# tests/test_stream_memory.py checks both against them).
+#: The call that empties the read buffer gives its memory back if its capacity exceeds
+#: shrink_threshold(read_size) = max(SHRINK_READ_SIZES * read_size, SHRINK_MIN): a
+#: connection that once took a huge frame does not keep that memory while idle, and one
+#: that reads ordinary traffic keeps its buffer across reads.
 SHRINK_MIN = 1 << 20
+#: See SHRINK_MIN.
 SHRINK_READ_SIZES = 4
-#: Memory for a frame (or read_exactly result) larger than what is buffered starts at
-#: max(held, min(size, GROW_FROM)) bytes and at least doubles only as its bytes arrive, so a
-#: length prefix alone cannot make a Stream reserve the size it announces.
+#: Memory taken before bytes arrive is bounded by this. A fill for a frame of known size
+#: asks for max(read_size, min(rest, max(held, GROW_FROM))) bytes of free space; a large
+#: frame or read_exactly result received straight into its own memory starts at
+#: max(held, min(size, GROW_FROM)) bytes; either grows (at least doubling) only as bytes
+#: arrive, so a length prefix alone cannot make a Stream reserve the size it announces.
 GROW_FROM = 1 << 20
 
 
@@ -56,6 +62,8 @@ def shrink_threshold(read_size: int) -> int:
     """The capacity above which an emptied read buffer is given back (see SHRINK_MIN)."""
     return max(SHRINK_READ_SIZES * read_size, SHRINK_MIN)
 
+
+#: The RuntimeError message for a Stream used by a second thread (or a signal handler).
 BUSY_MESSAGE = "Stream is already in use by another thread (or re-entered from a signal handler)"
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 import struct
-from typing import Any, ClassVar, Optional, Tuple
+from typing import Any, ClassVar, List, Optional, Tuple
 
 from ._errors import FrameTooLarge
 
@@ -43,9 +43,14 @@ _U64_MAX = (1 << 64) - 1
 _LENGTH, _VARINT, _DELIMITER, _FIXED, _ASCII, _NETSTRING = 1, 2, 3, 4, 5, 6
 
 #: What `_scan` returns: (header, payload_len, total) for a complete frame, or, when more
-#: bytes are needed, (-1, total_needed_or_0, x) where x is the header length for a frame
-#: of known total, else where a delimiter search resumes (relative to `start`).
+#: bytes are needed, (-1, total, x). `total` is the frame's whole size once its header says
+#: it, else 0. With total 0, x is where a delimiter search resumes (relative to `start`);
+#: with a known total, x is the header length when the payload runs to the frame's end (so
+#: a Stream may receive a large payload straight into its result), -1 when bytes follow it.
 Scan = Tuple[int, int, int]
+
+#: What `_scan_many` returns: (payloads, stop, resume); see Framing._scan_many.
+ScanMany = Tuple[List[bytes], int, int]
 
 
 class FramingError(ValueError):
@@ -66,7 +71,19 @@ def _max_size(value: Any, default: int, top: int, what: str) -> int:
 
 
 class Framing:
-    """Base class of the framings: immutable, comparable, hashable value objects."""
+    """Base class of the framings: immutable, comparable, hashable value objects.
+
+    What a Stream asks of a framing (private; the pure Stream calls only these, and the
+    compiled one does the same in src_c/fs_frame.c, keyed by `_kind`). A new framing
+    implements `_scan` and its encoding (`_encode_length`, or `header` and `_trailer`)
+    here, and the same rules in fs_frame.c; the rest has generic versions in this class:
+    - `_scan(buf, start, end, resume)`: the frame at buf[start:end] (see `Scan`); its
+      answer for no bytes at all, which must not depend on `resume`, is asked once when a
+      Stream takes the framing.
+    - `_scan_many(buf, start, end, resume, limit)`: every complete frame buffered, for
+      read_frames(); a loop over `_scan` here, a faster loop in LengthPrefix.
+    - `_wrap(payload)`: (header, trailer), the bytes written around a payload.
+    """
 
     __slots__ = ("max_size",)
     _kind: ClassVar[int] = 0
@@ -112,10 +129,44 @@ class Framing:
         """One whole frame carrying `payload` (any bytes-like object)."""
         return b"".join((self.header(payload), bytes(payload), self._trailer))
 
+    def _wrap(self, payload: Any) -> Tuple[bytes, bytes]:
+        """(header, trailer): what a Stream writes before and after `payload` (bytes,
+        bytearray or a flat memoryview of bytes), which is validated as by header()."""
+        return self.header(payload), self._trailer
+
     # -- decoding ---------------------------------------------------------------------
     def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
         """Look for a frame at buf[start:end]; see `Scan`. Raises FrameTooLarge or FramingError."""
         raise NotImplementedError
+
+    def _scan_many(self, buf: Any, start: int, end: int, resume: int, limit: int) -> ScanMany:
+        """The complete frames in buf[start:end], at most `limit` (>= 1): (payloads, stop,
+        resume). `stop` is the offset after the last frame taken; `resume` is what the next
+        `_scan` at `stop` may be passed (a delimiter search's resume offset, else 0), as the
+        `resume` given applies to the frame at `start`. Never raises FrameTooLarge or
+        FramingError: it stops before a frame that is incomplete, too large or malformed,
+        and the next `_scan` there raises. No I/O, and `buf` (bytes or bytearray) is not
+        changed. The payloads are bytes: slices of `buf` if it is a bytes object (one copy
+        of a large region then slicing is the cheapest way to take many frames), copies of
+        its bytes otherwise."""
+        frames: List[bytes] = []
+        append = frames.append
+        scan = self._scan
+        sliced = type(buf) is bytes
+        view = buf if sliced else memoryview(buf)
+        pos = start
+        try:
+            while len(frames) < limit:
+                header, payload, total = scan(buf, pos, end, resume)
+                if header < 0:  # (-1, total, x): x is a resume offset only while total is 0
+                    return frames, pos, 0 if payload else total
+                at = pos + header
+                append(buf[at:at + payload] if sliced else bytes(view[at:at + payload]))
+                pos += total
+                resume = 0
+        except (FrameTooLarge, FramingError):
+            resume = 0
+        return frames, pos, resume
 
     def decode(self, data: Any) -> Optional[Tuple[bytes, int]]:
         """Decode the frame at the start of `data`: (payload, bytes consumed), or None if
@@ -151,6 +202,12 @@ class LengthPrefix(Framing):
     def _encode_length(self, size: int) -> bytes:
         return self._struct.pack(size)  # type: ignore[attr-defined,no-any-return]
 
+    def _wrap(self, payload: Any) -> Tuple[bytes, bytes]:
+        size = len(payload)
+        if size > self.max_size:
+            raise FrameTooLarge(size, self.max_size)
+        return self._struct.pack(size), b""  # type: ignore[attr-defined]
+
     def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
         width = self.size
         if end - start < width:
@@ -161,6 +218,46 @@ class LengthPrefix(Framing):
         if end - start < width + size:
             return -1, width + size, width
         return width, size, width + size
+
+    def _scan_many(self, buf: Any, start: int, end: int, resume: int, limit: int) -> ScanMany:
+        # Framing._scan_many's contract, without a _scan call per frame.
+        if type(buf) is not bytes:
+            return Framing._scan_many(self, buf, start, end, resume, limit)
+        unpack = self._struct.unpack_from  # type: ignore[attr-defined]
+        width = self.size
+        top = self.max_size
+        frames: List[bytes] = []
+        append = frames.append
+        pos = start
+        while top >= end - start:
+            # The common case, with two checks fewer per frame: no frame that fits in
+            # buf[start:end] can exceed max_size, and n bytes hold at most n // width
+            # frames, so `limit` cannot be passed inside `region`.
+            room = limit - len(frames)
+            region = end if room >= (end - pos) // width else pos + room * width
+            last = region - width
+            before = pos
+            while pos <= last:
+                body = pos + width
+                stop = body + unpack(buf, pos)[0]
+                if stop > region:
+                    break
+                append(buf[body:stop])
+                pos = stop
+            if region == end:
+                return frames, pos, 0
+            if pos == before:
+                break  # no frame fits in the region: the checked loop finishes
+        count = len(frames)
+        while count < limit and end - pos >= width:
+            size = unpack(buf, pos)[0]
+            stop = pos + width + size
+            if size > top or stop > end:
+                break
+            append(buf[pos + width:stop])
+            pos = stop
+            count += 1
+        return frames, pos, 0
 
 
 class Varint(Framing):
@@ -221,6 +318,9 @@ class Delimiter(Framing):
     @property
     def _trailer(self) -> bytes:  # type: ignore[override]
         return self.delimiter
+
+    def _wrap(self, payload: Any) -> Tuple[bytes, bytes]:
+        return self.header(payload), self.delimiter
 
     def header(self, payload: Any) -> bytes:
         """No header; validates that `payload` fits and does not contain the delimiter."""
@@ -343,7 +443,7 @@ class Netstring(Framing):
             header = i + 1 - start
             total = header + size + 1
             if end - start < total:
-                return -1, total, 0
+                return -1, total, -1  # the comma follows the payload
             if buf[start + total - 1] != 44:
                 raise FramingError("netstring does not end with ','")
             return header, size, total

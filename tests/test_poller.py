@@ -45,7 +45,28 @@ def test_default_method(impl):
         if impl.__name__.endswith("_speedups"):
             assert p.method == ("epoll" if "epoll" in impl.POLL_METHODS else "poll")
         else:
-            assert p.method == ("poll" if hasattr(select, "poll") else "select")
+            assert p.method == ("epoll" if hasattr(select, "epoll") else "poll" if hasattr(select, "poll") else "select")
+            assert p.method == impl.POLL_METHODS[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll (the default) is Linux-only")
+def test_default_refuses_a_regular_file_like_default_selector(impl, tmp_path):
+    """Both defaults are epoll, which cannot watch a regular file: PermissionError, as
+    selectors.DefaultSelector (not a registration that reports the file always ready)."""
+    import selectors
+
+    with open(tmp_path / "regular", "wb") as f:
+        with selectors.DefaultSelector() as std:
+            with pytest.raises(PermissionError):
+                std.register(f, selectors.EVENT_READ)
+        with impl.Poller() as p:
+            with pytest.raises(PermissionError):
+                p.register(f, impl.READ)
+            assert f.fileno() not in p and len(p) == 0
+        with impl.Selector() as sel:
+            with pytest.raises(PermissionError):
+                sel.register(f, selectors.EVENT_READ)
+            assert len(sel.get_map()) == 0
 
 
 def test_bad_method(impl):

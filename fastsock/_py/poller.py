@@ -1,8 +1,9 @@
 """fastsock.Poller and fastsock.Selector in pure Python: the twin of fastsock/_c/poller.pxi.
 
-The wait itself is the standard library's: select.poll by default (select.select where
-the platform has no poll), select.epoll with method="epoll". Masks, errors and the
-Selector's behaviour are the compiled backend's (shared code in fastsock/_pollbase.py).
+The wait itself is the standard library's: select.epoll by default where it exists (as the
+compiled backend and selectors.DefaultSelector on Linux), else select.poll, else
+select.select; method="poll" or "select" forces one. Masks, errors and the Selector's
+behaviour are the compiled backend's (shared code in fastsock/_pollbase.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _HAVE_POLL = hasattr(select, "poll")
 POLL_METHODS: tuple[str, ...] = tuple(
     name for name, ok in (("epoll", _HAVE_EPOLL), ("poll", _HAVE_POLL), ("select", True)) if ok
 )
-_DEFAULT_METHOD = "poll" if _HAVE_POLL else "select"
+_DEFAULT_METHOD = POLL_METHODS[0]  # epoll, else poll, else select
 
 _EDGE = 1
 _ONESHOT = 2
@@ -82,9 +83,10 @@ class _Translator(dict):  # type: ignore[type-arg]
 class Poller:
     """Poller(method=None)
 
-    Readiness of many descriptors at once. method: "poll" (the default where available),
-    "select", or "epoll" (Linux); see POLL_METHODS. poll() returns [(fd, mask), ...] with
-    mask made of READ, WRITE, ERROR and HANGUP, the same values as the compiled backend.
+    Readiness of many descriptors at once. method: "epoll" (Linux; the default where
+    available), "poll" (the default elsewhere) or "select"; see POLL_METHODS. poll()
+    returns [(fd, mask), ...] with mask made of READ, WRITE, ERROR and HANGUP, the same
+    values as the compiled backend.
     """
 
     def __init__(self, method: Optional[str] = None) -> None:
@@ -135,7 +137,8 @@ class Poller:
         HANGUP; ERROR and full hang-ups are always reported). edge=True: edge-triggered
         (epoll; poll and select report level-triggered). oneshot=True: report once, then
         stay silent until modify() re-arms. KeyError if already registered, OSError(EBADF)
-        for a closed descriptor, ValueError for an invalid one."""
+        for a closed descriptor, ValueError for an invalid one; with epoll, PermissionError
+        for a descriptor it cannot watch (a regular file), as selectors.EpollSelector."""
         fd = _pb.fileobj_to_fd(fileobj)
         events = _pb.check_poller_events(events)
         self._check_open()
@@ -339,9 +342,10 @@ def _fd_is_open(fd: int) -> bool:
 class Selector(selectors.BaseSelector):
     """Selector(method=None)
 
-    A selectors.BaseSelector on fastsock's Poller: a drop-in for selectors.DefaultSelector,
-    and for asyncio: asyncio.SelectorEventLoop(fastsock.Selector()). Returns
-    selectors.SelectorKey objects.
+    A selectors.BaseSelector on fastsock's Poller (epoll by default where available, as
+    selectors.DefaultSelector on Linux; see Poller for `method`): a drop-in for
+    selectors.DefaultSelector, and for asyncio: asyncio.SelectorEventLoop(fastsock.Selector()).
+    Returns selectors.SelectorKey objects.
     """
 
     def __init__(self, method: Optional[str] = None) -> None:

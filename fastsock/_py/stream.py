@@ -3,24 +3,59 @@ nothing-lost rules as `fastsock._c._speedups.Stream`, over the standard library'
 calls.
 
 The read buffer is laid out like the compiled one (src_c/fs_buffer.h): a bytearray whose
-[_rhead:_rtail] slice holds the unread bytes, filled in place by recv_into. Consuming moves
-_rhead; memory moves only when free space runs short. The bytearray is never resized (it is
-replaced when it must grow): a bytearray that shrinks after each read (CPython reallocates
-one whose size drops below half its allocation) and regrows on the next one makes glibc
-trim and re-fault the heap on every call, which cost a third of the W3 throughput.
+[_rhead:_rtail] slice holds the unread bytes, filled in place by recv_into through a
+memoryview kept beside it (_rview). Consuming moves _rhead; memory moves only when free
+space runs short. The bytearray is never resized (it is replaced when it must grow, and
+by a shared empty one when it gives its memory back): a bytearray that shrinks after each
+read (CPython reallocates one whose size drops below half its allocation) and regrows on
+the next one makes glibc trim and re-fault the heap on every call, which cost a third of
+the W3 throughput. Memory follows the rules of fastsock._streambase (GROW_FROM,
+shrink_threshold), the same for both backends.
 
 Signals. A Python signal handler that raises does so at the interpreter's next check: when a
 function starts, at a loop's back edge, or right after a call returns -- never between two
 plain statements (an attribute store, `self._rhead += n`, a slice assignment). The code
 below is laid out so that such an exception can strike anywhere without losing or
 duplicating a byte, and without leaving the Stream busy:
-- the busy flag is tested and set with no call in between, and cleared in the innermost
-  `finally` by a plain store (like the compiled twin's flag);
-- every recv/send result is stored inside C before a handler can run (`socket._recorded`),
-  and bytes received are in the read buffer, or in a buffer whose progress the caller
-  holds, at every check;
+- every recv/send result is stored before a handler can run: `(n,) = map(recv_into, ...)`
+  calls recv_into from inside UNPACK_SEQUENCE, and no check comes before n is stored and
+  used by plain statements (socket._recorded, map + list.extend, where a call follows);
+  bytes received are in the read buffer, or in a buffer whose progress the caller holds
+  (self._landing), at every check;
 - helpers never consume buffered bytes when they return normally: the public method does,
-  after its last call, then returns.
+  after its last call, then returns -- so nothing after the consumption may call anything.
+
+The guard, written the same way in every public method that does I/O:
+
+    while self._blocked:
+        self._refuse()
+    self._blocked = _IN_USE
+    try:
+        ...
+    finally:
+        if self._oversized and self._rhead == self._rtail:
+            self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+        self._blocked = self._clock or self._landing or self._sending
+        if self._blocked:
+            self._leave()
+
+`_blocked` is the one flag the entry tests: None when the Stream is free, _IN_USE while a
+call runs, _CLOSED once closed, else what an interrupted call left to finish (its armed
+_Deadline, its landing or its gather send). The entry's test and store have no call in
+between (atomic under the GIL, and no handler can run in between); the loop re-tests after
+the slow path (_refuse: raise if in use or closed, else finish the leftovers), so a thread
+that slipped in meanwhile is seen. The exit is plain code on the hot path: it gives an
+emptied oversized read buffer back (the compiled twin's consume does the same), stores the
+flag, and calls the exit's slow path (_leave: keep a large read's bytes, settle an
+interrupted gather send, restore the socket timeout) only when something is left. The flag
+is stored before that call, so a handler raising at _leave's entry leaves the work to the
+next call's entry instead of a Stream stuck busy; _leave claims the Stream first, so the
+work is never done twice. A reading method's success path leaves nothing (it disarms
+before consuming), so no call follows a consumption; a write's may leave the timeout to
+restore, and consumes nothing. The pattern is not a decorator: a wrapper would hand each
+consumed result back through one more return, where a handler's exception would drop it,
+and would cost a Python call per method. tests/test_pure_stream_signal_windows.py raises
+at each check of each method in turn.
 """
 
 from __future__ import annotations
@@ -29,12 +64,12 @@ import errno
 import socket as _stdsocket
 import sys
 from collections.abc import Iterable
+from itertools import chain
 from typing import Any, NoReturn, Optional, Union
 
 from .. import _streambase
 from .. import framing as _framing_mod
 from .._errors import FrameTooLarge, IncompleteReadError
-from .._socketbase import EAGER_ALLOC_LIMIT
 from ..framing import (  # noqa: F401  (re-exported: one set of framings for both backends)
     DEFAULT_MAX_SIZE,
     AsciiLength,
@@ -63,20 +98,27 @@ __all__ = ["Stream", "connect", *_framing_mod.__all__]
 
 _COPY_MAX = _streambase.COPY_MAX
 _BUSY = _streambase.BUSY_MESSAGE
+_NO_FRAMING = "this Stream has no framing: pass framing=... to Stream() or set .framing"
 _recv_into = _stdsocket.socket.recv_into
 _send = _stdsocket.socket.send
 _sendmsg = getattr(_stdsocket.socket, "sendmsg", None)
-#: A large frame's payload buffer starts this big (or as big as what is already buffered)
-#: and doubles as bytes arrive: a new bytearray commits every page, so a length prefix alone
-#: must not make it large.
-_FRAME_GROW_FROM = 1 << 18
+#: A large frame's payload (or a read_exactly result) starts at max(held, min(size,
+#: GROW_FROM)) bytes and at least doubles as bytes arrive: a new bytearray commits every
+#: page, so a length prefix alone must not make it large.
+_GROW_FROM = _streambase.GROW_FROM
 #: read_frames() without a limit (the compiled backend's PY_SSIZE_T_MAX).
 _NO_LIMIT = sys.maxsize
 #: read_frames(max_frames=n) up to this n copies frames one by one instead of copying every
 #: buffered byte first (see _drain).
 _FEW_FRAMES = 64
-#: An emptied read buffer keeps its memory up to this size (or 4 x read_size), as compiled.
-_SHRINK_MIN = 1 << 20
+#: _blocked while a call runs, and once the Stream is closed (see the module docstring).
+_IN_USE = "in use"
+_CLOSED = "closed"
+#: The read buffer of a Stream that holds no memory: shared, and never written (every write
+#: into a read buffer follows a _reserve that replaced it); the view's export makes any
+#: attempt to resize it fail loudly. As one tuple: (_rbuf, _rview, _rhead, _rtail, _oversized).
+_NO_MEMORY = bytearray()
+_EMPTY_BUFFER = (_NO_MEMORY, memoryview(_NO_MEMORY), 0, 0, False)
 
 
 class Stream:
@@ -103,16 +145,17 @@ class Stream:
         self._read_size, self._max_buffer, self._write_buffer = _streambase.check_options(
             read_size, max_buffer, write_buffer)
         self._framing = _streambase.check_framing(framing)
+        self._lead = _lead(self._framing)
         self._sock = sock
-        self._rbuf = bytearray()
-        self._rhead = 0  # _rbuf[:_rhead] consumed, [_rhead:_rtail] held, [_rtail:] free space
-        self._rtail = 0
-        self._shrink_at = max(4 * self._read_size, _SHRINK_MIN)
+        # _rbuf[:_rhead] consumed, [_rhead:_rtail] held, [_rtail:] free space; _rview is
+        # memoryview(_rbuf); _oversized: len(_rbuf) > _shrink_at (given back once emptied).
+        self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+        self._shrink_at = _streambase.shrink_threshold(self._read_size)
         self._wbuf = bytearray()
         self._resume = 0
         self._eof = False
         self._closed = False
-        self._busy = False
+        self._blocked: Any = None  # see the module docstring
         self._clock: Optional[_Deadline] = None
         # Bytes being received straight into a result: (result, start, progress).
         self._landing: Optional[tuple[Any, int, list[int]]] = None
@@ -125,34 +168,34 @@ class Stream:
         socket `fd` (family and type are detected); `options` as for Stream()."""
         return cls(_socket(fileno=fd), **options)
 
-    # -- plumbing ---------------------------------------------------------------------
-    #
-    # Every public method that does I/O starts with
-    #     if (self._busy or self._closed or self._clock is not None or self._landing is not None
-    #             or self._sending is not None):
-    #         self._refuse()
-    #     self._busy = True
-    # (no call between the test and the store: atomic under the GIL, and no signal handler
-    # can run in between) and ends with
-    #     finally:
-    #         try:
-    #             if self._clock is not None:
-    #                 self._disarm()
-    #         finally:
-    #             self._busy = False
-    # so that the flag is cleared even when a handler raises inside _disarm.
+    # -- plumbing (the guard: see the module docstring) ---------------------------------
 
     def _refuse(self) -> None:
-        """A call cannot simply start: raise if the Stream is busy or closed; else finish what
-        a signal handler's exception interrupted in an earlier call's cleanup (keep a large
-        frame's bytes, restore the socket timeout), and go on."""
-        if self._busy:
+        """The entry's slow path (the flag is set): raise if the Stream is in use or closed,
+        else finish what an interrupted call left (_leave) and return, for the entry to
+        test the flag again."""
+        state = self._blocked
+        if state is _IN_USE:
             raise RuntimeError(_BUSY)
-        if self._closed:
+        if state is _CLOSED:
             raise OSError(errno.EBADF, "I/O operation on a closed Stream")
-        self._land()
-        self._settle()
-        self._disarm()
+        self._leave()
+
+    def _leave(self) -> None:
+        """The exit's slow path, run again by the next call's entry if an exception kept it
+        from finishing: keep a large read's received bytes, make exactly the unsent bytes of
+        a gather send the write queue, restore the socket timeout. It claims the Stream
+        first (test and store, no call in between) and does nothing if another call has."""
+        state = self._blocked
+        if state is None or state is _IN_USE or state is _CLOSED:
+            return
+        self._blocked = _IN_USE
+        try:
+            self._land()
+            self._settle()
+            self._disarm()
+        finally:
+            self._blocked = self._clock or self._landing or self._sending
 
     def _disarm(self) -> None:
         clock = self._clock
@@ -162,7 +205,8 @@ class Stream:
 
     def _arm(self) -> None:
         """Before each wait: the socket may wait only for what is left of this call's deadline
-        (kept in self._clock only for a socket with a timeout: nothing to restore otherwise)."""
+        (kept in self._clock only for a socket with a timeout: nothing to restore otherwise).
+        Hot paths test `self._clock is not None or self._sock.timeout` before calling it."""
         clock = self._clock
         if clock is None:
             if not self._sock.gettimeout():
@@ -179,22 +223,21 @@ class Stream:
         already above it is kept). Returns the free space, below `want` only when `limit`
         stopped the growth. Every store follows the last call: a signal handler's exception
         leaves the old layout or the new one, never a mix."""
-        buf = self._rbuf
-        cap = len(buf)
+        cap = len(self._rbuf)
         head = self._rhead
         tail = self._rtail
         if cap - tail >= want:
             return cap - tail
         held = tail - head
+        view = self._rview
         if cap - held < want and cap < limit:
             new = bytearray(min(max(2 * cap, held + want), limit))
-            new[:held] = memoryview(buf)[head:tail]
-            self._rbuf = new
-            self._rhead = 0
-            self._rtail = held
+            new_view = memoryview(new)
+            new_view[:held] = view[head:tail]
+            oversized = len(new) > self._shrink_at
+            self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = new, new_view, 0, held, oversized
             return len(new) - held
         if head:
-            view = memoryview(buf)
             view[:held] = view[head:tail]  # overlapping: memoryview assignment uses memmove
             self._rhead = 0
             self._rtail = held
@@ -206,29 +249,24 @@ class Stream:
         Returns the count, 0 at EOF."""
         held = self._rtail - self._rhead
         if not held:
-            if len(self._rbuf) > self._shrink_at:
-                self._rbuf = bytearray()  # after a huge read, do not keep its memory
             self._rhead = self._rtail = 0  # as fs_buffer_consume: an empty buffer starts at 0
-        # bytearray(n) commits n zeroed bytes: grow for a known frame only as bytes arrive.
-        want = max(self._read_size, min(need - held, max(held, _FRAME_GROW_FROM)))
-        if self._reserve(want, self._max_buffer) <= 0:
+        want = self._read_size
+        if need - held > want:
+            # bytearray(n) commits n zeroed bytes: grow for a known frame only as bytes arrive.
+            want = max(want, min(need - held, max(held, _GROW_FROM)))
+        if len(self._rbuf) - self._rtail < want and self._reserve(want, self._max_buffer) <= 0:
             raise FrameTooLarge(held, self._max_buffer,
                                 f"the read buffer is full ({held} bytes, max_buffer={self._max_buffer})")
-        self._arm()
+        sock = self._sock
+        if self._clock is not None or sock.timeout:
+            self._arm()
         tail = self._rtail
-        free = memoryview(self._rbuf)[tail:]
-        got: list[int] = []
-        try:
-            _recorded(got, _recv_into, self._sock, free)
-        finally:
-            # The count was stored in `got` inside C: the bytes are kept even when a signal
-            # handler raised right after recv_into returned.
-            if got:
-                if got[0]:
-                    self._rtail = tail + got[0]
-                else:
-                    self._eof = True
-        return got[0]
+        (n,) = map(_recv_into, (sock,), (self._rview[tail:],))  # stored with no check between
+        if n:
+            self._rtail = tail + n
+        else:
+            self._eof = True
+        return n
 
     def _fill_to(self, size: int) -> bool:
         while self._rtail - self._rhead < size:
@@ -239,9 +277,9 @@ class Stream:
     def _head(self, n: int) -> bytes:
         """The first n buffered bytes (n <= buffered), not consumed."""
         head = self._rhead
-        return bytes(memoryview(self._rbuf)[head:head + n])
+        return bytes(self._rview[head:head + n])
 
-    def _incomplete(self, expected: Optional[int]) -> NoReturn:
+    def _raise_incomplete(self, expected: Optional[int]) -> NoReturn:
         """EOF inside a read: raise IncompleteReadError with every buffered byte (consumed)."""
         exc = IncompleteReadError(self._head(self._rtail - self._rhead), expected)
         if self._clock is not None:
@@ -285,15 +323,15 @@ class Stream:
     def _land(self) -> None:
         """After an exception: the bytes received straight into a result (dst[start:], the
         held bytes having been copied to dst[:start] without being consumed) join the read
-        buffer. The append and the reset are two plain statements: done once, or not at all
-        (then the next call's entry does it)."""
+        buffer. The append and the reset are plain statements: done once, or not at all
+        (then the exit's or the next call's _leave does it)."""
         landing = self._landing
         if landing is not None:
             dst, start, prog = landing
             end = sum(prog)
             self._reserve(end - start, _NO_LIMIT)  # consistent layout whether or not it ends
             tail = self._rtail
-            self._rbuf[tail:tail + end - start] = dst[start:end]  # same length: no resize
+            self._rview[tail:tail + end - start] = dst[start:end]  # same length: no resize
             self._rtail = tail + end - start
             self._landing = None
 
@@ -307,48 +345,65 @@ class Stream:
             self._wbuf = rest
             self._sending = None
 
-    def _need_framing(self) -> Framing:
-        if self._framing is None:
-            raise ValueError("this Stream has no framing: pass framing=... to Stream() or set .framing")
-        return self._framing  # type: ignore[no-any-return]
-
     def _next_frame(self) -> tuple[Optional[bytes], int]:
         """(the next frame, bytes to consume), reading as needed; (None, 0) at a clean EOF
         between frames. Consumes nothing (the caller does, last)."""
         framing = self._framing
+        if framing is None:
+            raise ValueError(_NO_FRAMING)
         while True:
             head = self._rhead
+            if head != self._rtail:
+                header, need, extra = framing._scan(self._rbuf, head, self._rtail, self._resume)
+                if header >= 0:  # (header, payload, total)
+                    start = head + header
+                    return bytes(self._rview[start:start + need]), extra
+            else:
+                header, need, extra = self._lead  # what the framing needs before any byte
+                if not need and not self._eof:
+                    # The usual case (a frame's size shows in its first bytes): _fill(0) for
+                    # an empty buffer, inline.
+                    self._rhead = self._rtail = 0
+                    if len(self._rbuf) < self._read_size:
+                        self._reserve(self._read_size, self._max_buffer)
+                    sock = self._sock
+                    if self._clock is not None or sock.timeout:
+                        self._arm()
+                    (n,) = map(_recv_into, (sock,), (self._rview,))  # stored with no check between
+                    if n:
+                        self._rtail = n
+                    else:
+                        self._eof = True
+                    continue
+            # (-1, total or 0, x): x is a delimiter's resume offset, or where a payload that
+            # ends the frame starts (-1 if bytes follow it); see framing.Scan.
             held = self._rtail - head
-            header, payload, total = framing._scan(self._rbuf, head, self._rtail, self._resume)
-            if header >= 0:
-                start = head + header
-                return bytes(memoryview(self._rbuf)[start:start + payload]), total
-            need, extra = payload, total
-            self._resume = extra  # a delimiter's resume offset (unused by sized framings)
+            self._resume = 0 if need else extra
             if self._eof:
                 if held == 0:
                     return None, 0
-                self._incomplete(need or None)
-            trailer = len(framing._trailer)
-            if need and not trailer and need - held >= self._read_size:
-                return self._large_frame(need, extra)
-            if need > self._max_buffer:
-                raise FrameTooLarge(need, self._max_buffer,
-                                    f"a frame of {need} bytes does not fit max_buffer={self._max_buffer}")
+                self._raise_incomplete(need or None)
+            if need:
+                if extra >= 0 and need - held >= self._read_size:
+                    return self._large_frame(need, extra)
+                if need > self._max_buffer:
+                    raise FrameTooLarge(need, self._max_buffer,
+                                        f"a frame of {need} bytes does not fit max_buffer={self._max_buffer}")
             self._fill(need)
 
     def _large_frame(self, total: int, header: int) -> tuple[bytes, int]:
         """Receive the rest of a large header-announced payload straight into the result,
-        whose memory grows only as bytes arrive (a peer's length prefix alone commits at most
-        _FRAME_GROW_FROM bytes). Until the caller consumes the frame, self._landing says
-        where the received bytes are, so that an exception (even one raised by a signal
-        handler as this returns) puts them in the read buffer."""
+        whose memory starts at max(held, min(payload, GROW_FROM)) and grows only as bytes
+        arrive (a peer's length prefix alone commits at most GROW_FROM bytes). Until the
+        caller consumes the frame, self._landing says where the received bytes are, so that
+        an exception (even one raised by a signal handler as this returns) puts them in the
+        read buffer."""
         head = self._rhead
         held = self._rtail - head
         payload = total - header
         have = held - header
-        out = bytearray(min(payload, max(have, _FRAME_GROW_FROM)))
-        out[:have] = memoryview(self._rbuf)[head + header:self._rtail]
+        out = bytearray(max(have, min(payload, _GROW_FROM)))
+        out[:have] = self._rview[head + header:self._rtail]
         prog = [have]
         self._landing = (out, have, prog)  # until consumed: see _land
         try:
@@ -369,97 +424,27 @@ class Stream:
 
     def _drain(self, limit: int, start: int) -> tuple[list[bytes], int, int]:
         """Every complete frame buffered from offset `start` on (at most `limit`); no I/O:
-        (frames, offset after them, resume offset for the next scan). Stops quietly at a bad
-        frame if it already has one (the next call raises). Consumes nothing."""
+        (frames, offset after them, resume offset for the next scan), by the framing's
+        _scan_many. Stops quietly at a bad frame (the next _next_frame raises). Consumes
+        nothing."""
         framing = self._framing
-        head = self._rhead
-        end = self._rtail - head
-        try:
-            first = framing._scan(self._rbuf, head + start, self._rtail, self._resume if start == 0 else 0)
-        except (FrameTooLarge, FramingError):
-            return [], start, 0
-        if first[0] < 0:
-            return [], start, first[2]
-        if limit <= _FEW_FRAMES:
-            return self._drain_few(limit, start)
-        # One copy per call; each frame is then one slice of bytes (cheaper per frame than
-        # bytes(memoryview slice)).
-        data = bytes(memoryview(self._rbuf)[head:self._rtail])
-        frames: list[bytes] = []
-        append = frames.append
-        pos = start
-        resume = 0
-        if type(framing) is LengthPrefix:
-            unpack = framing._struct.unpack_from  # type: ignore[attr-defined]
-            width = framing.size
-            limit_size = framing.max_size
-            while limit_size >= end:
-                # The common case, with two checks fewer per frame: no frame that fits in
-                # the buffer can exceed max_size, and n bytes hold at most n // width
-                # frames, so max_frames cannot be passed inside `region`.
-                room = limit - len(frames)
-                region = end if room >= (end - pos) // width else pos + room * width
-                last = region - width
-                before = pos
-                while pos <= last:
-                    body = pos + width
-                    stop = body + unpack(data, pos)[0]
-                    if stop > region:
-                        break
-                    append(data[body:stop])
-                    pos = stop
-                if region == end:
-                    return frames, pos, 0
-                if pos == before:
-                    break  # no frame fits in the region: the checked loop finishes
-            count = len(frames)
-            while count < limit and end - pos >= width:
-                size = unpack(data, pos)[0]
-                stop = pos + width + size
-                if size > limit_size or stop > end:
-                    break
-                append(data[pos + width:stop])
-                pos = stop
-                count += 1
-        else:
-            scan = framing._scan
-            while len(frames) < limit:
-                try:
-                    header, payload, total = scan(data, pos, end, resume)
-                except (FrameTooLarge, FramingError):
-                    break
-                if header < 0:
-                    resume = total
-                    break
-                append(data[pos + header:pos + header + payload])
-                pos += total
-                resume = 0
-        return frames, pos, resume
-
-    def _drain_few(self, limit: int, start: int) -> tuple[list[bytes], int, int]:
-        """_drain for a small `limit`: each frame copied straight out of the buffer, so the
-        cost follows the frames taken, not the bytes buffered."""
-        framing = self._framing
-        buf = self._rbuf
         head = self._rhead
         tail = self._rtail
-        view = memoryview(buf)
-        frames: list[bytes] = []
-        pos = start
         resume = self._resume if start == 0 else 0
-        while len(frames) < limit:
-            try:
-                header, payload, total = framing._scan(buf, head + pos, tail, resume)
-            except (FrameTooLarge, FramingError):
-                break
-            if header < 0:
-                resume = total
-                break
-            at = head + pos + header
-            frames.append(bytes(view[at:at + payload]))
-            pos += total
-            resume = 0
-        return frames, pos, resume
+        if limit <= _FEW_FRAMES:
+            # Each frame copied straight out of the buffer: the cost follows the frames taken.
+            frames, stop, resume = framing._scan_many(self._rbuf, head + start, tail, resume, limit)
+            return frames, stop - head, resume
+        try:
+            header, need, extra = framing._scan(self._rbuf, head + start, tail, resume)
+        except (FrameTooLarge, FramingError):
+            return [], start, 0
+        if header < 0:
+            return [], start, 0 if need else extra
+        # One copy per call (only once a frame is complete); each frame is then one slice of
+        # bytes, cheaper per frame than bytes(memoryview slice).
+        data = bytes(self._rview[head:tail])
+        return framing._scan_many(data, start, tail - head, resume, limit)  # type: ignore[no-any-return]
 
     def _until(self, delims: tuple[bytes, ...], limit: Any, keep: bool, line: bool) -> tuple[bytes, int]:
         """(bytes up to the earliest delimiter, bytes to consume); consumes nothing unless
@@ -494,7 +479,7 @@ class Stream:
             if self._eof:
                 if line:
                     return self._head(held), held
-                self._incomplete(None)
+                self._raise_incomplete(None)
             resume = max(0, held - (maxlen - 1))
             self._fill(0)
 
@@ -526,8 +511,15 @@ class Stream:
             idx = _advance(views, idx, n)
 
     def _flush(self) -> None:
-        if self._wbuf:
-            self._gather([])
+        """Send the write queue, from the queue itself: each send's count is stored and the
+        sent bytes dropped with no check in between, so no state is needed to settle."""
+        wbuf = self._wbuf
+        sock = self._sock
+        while wbuf:
+            if self._clock is not None or sock.timeout:
+                self._arm()
+            (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+            del wbuf[:sent]  # no check since the send returned
 
     def _write_many(self, items: Any, framed: bool) -> None:
         if isinstance(items, (bytes, bytearray, memoryview, str)):
@@ -538,21 +530,24 @@ class Stream:
             if "is not iterable" in str(exc):
                 raise TypeError("expected an iterable of bytes-like objects") from None
             raise
-        framing = self._framing
-        trailer = framing._trailer if framed else b""
-        headers = [framing.header(v) for v in views] if framed else [b""] * len(views)
-        total = sum(len(v) for v in views) + sum(map(len, headers)) + len(trailer) * len(views)
-        big = any(len(v) > _COPY_MAX for v in views)
+        if framed:
+            wrap = self._framing._wrap
+            wraps = [wrap(v) for v in views]
+        else:
+            wraps = [(b"", b"")] * len(views)
+        sizes = list(map(len, views))
+        total = sum(sizes) + sum(map(len, chain.from_iterable(wraps)))
+        big = max(sizes, default=0) > _COPY_MAX
         if not big and len(self._wbuf) + total <= self._write_buffer:
             wbuf = self._wbuf
-            for head, view in zip(headers, views):
+            for (head, tail), view in zip(wraps, views):
                 wbuf += head
                 wbuf += view
-                wbuf += trailer
+                wbuf += tail
             return
         parts: list[Any] = []
         small = bytearray()
-        for head, view in zip(headers, views):
+        for (head, tail), view in zip(wraps, views):
             small += head
             if len(view) <= _COPY_MAX:
                 small += view
@@ -561,7 +556,7 @@ class Stream:
                     parts.append(bytes(small))
                     small = bytearray()
                 parts.append(view)
-            small += trailer
+            small += tail
         if small:
             parts.append(bytes(small))
         self._gather(parts)
@@ -571,10 +566,9 @@ class Stream:
     def read(self, n: Optional[int] = -1) -> bytes:
         """Up to n bytes: what is buffered, else one recv (b"" at EOF). n < 0 reads to EOF
         (FrameTooLarge if more than max_buffer bytes arrive first)."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             if n is None or n < 0:
                 while not self._eof:
@@ -594,25 +588,24 @@ class Stream:
             self._resume = 0
             return out
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def read_exactly(self, n: int) -> bytes:
         """Exactly n bytes. EOF first raises IncompleteReadError (.partial, .expected); on
         timeout or error every byte received stays buffered for the next call."""
         size = _size(n, "read_exactly")
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             held = self._rtail - self._rhead
             if held < size and size <= self._max_buffer and size - held < self._read_size:
                 if not self._fill_to(size):
-                    self._incomplete(size)
+                    self._raise_incomplete(size)
                 held = size
             if held >= size:
                 out = self._head(size)
@@ -622,9 +615,9 @@ class Stream:
                 self._resume = 0
                 return out
             # Straight from the socket into the result (every held byte first); memory
-            # beyond 16 MiB is taken as bytes arrive.
-            result = bytearray(max(held, min(size, EAGER_ALLOC_LIMIT)))
-            result[:held] = memoryview(self._rbuf)[self._rhead:self._rtail]
+            # beyond max(held, GROW_FROM) is taken as bytes arrive.
+            result = bytearray(max(held, min(size, _GROW_FROM)))
+            result[:held] = self._rview[self._rhead:self._rtail]
             prog = [held]
             self._landing = (result, held, prog)  # until consumed: see _land
             try:
@@ -643,20 +636,19 @@ class Stream:
                 raise exc
             return out
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def readinto(self, buffer: Any) -> int:
         """Fill `buffer` with what is buffered, else one recv (straight into `buffer` when it is
         at least read_size bytes); returns the count, 0 at EOF."""
         view = _writable_view(buffer, "readinto")
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             if len(view) == 0:
                 return 0
@@ -670,10 +662,9 @@ class Stream:
                             self._disarm()
                     except BaseException:
                         if got and got[0]:  # received, but this call fails: the next read has them
-                            # The buffer is empty: replace it, with no call (and no resize).
-                            self._rbuf = self._rbuf[:0] + view[:got[0]]
-                            self._rhead = 0
-                            self._rtail = got[0]
+                            # A private copy (the caller may reuse its buffer), made with no
+                            # call and landed in the read buffer by the exit's _leave.
+                            self._landing = (self._rbuf[:0] + view[:got[0]], 0, [got[0]])
                         raise
                     if got[0] == 0:
                         self._eof = True
@@ -681,48 +672,43 @@ class Stream:
                 self._fill(0)
             head = self._rhead
             k = min(len(view), self._rtail - head)
-            view[:k] = memoryview(self._rbuf)[head:head + k]
+            view[:k] = self._rview[head:head + k]
             if self._clock is not None:
                 self._disarm()
             self._rhead += k
             self._resume = 0
             return k
         finally:
-            try:
-                if self._landing is not None:
-                    self._land()
-            finally:
-                try:
-                    if self._clock is not None:
-                        self._disarm()
-                finally:
-                    self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def read_exactly_into(self, buffer: Any) -> int:
         """Fill all of `buffer`; returns its size. EOF first raises IncompleteReadError; on
         timeout or error every byte received stays buffered (the buffer's contents are then
         unspecified)."""
         view = _writable_view(buffer, "read_exactly_into")
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             size = len(view)
             held = self._rtail - self._rhead
             if held < size and size <= self._max_buffer and size - held < self._read_size:
                 if not self._fill_to(size):
-                    self._incomplete(size)
+                    self._raise_incomplete(size)
                 held = size
             if held >= size:
                 head = self._rhead
-                view[:] = memoryview(self._rbuf)[head:head + size]
+                view[:] = self._rview[head:head + size]
                 if self._clock is not None:
                     self._disarm()
                 self._rhead += size
                 self._resume = 0
                 return size
-            view[:held] = memoryview(self._rbuf)[self._rhead:self._rtail]
+            view[:held] = self._rview[self._rhead:self._rtail]
             prog = [held]
             self._landing = (view, held, prog)  # until consumed: see _land
             try:
@@ -747,20 +733,19 @@ class Stream:
                 raise exc
             return size
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def readline(self, limit: Optional[int] = None) -> bytes:
         """One line, ending with b"\\n" (at EOF: the rest, possibly without it; b"" when
         nothing is left). More than `limit` bytes (default max_buffer) before the newline
         raise FrameTooLarge, with every byte still buffered."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             out, used = self._until((b"\n",), limit, True, True)
             if self._clock is not None:
@@ -769,11 +754,11 @@ class Stream:
             self._resume = 0
             return out
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def read_until(self, delimiter: Union[bytes, tuple[bytes, ...]], limit: Optional[int] = None,
                    keep: bool = True) -> bytes:
@@ -783,10 +768,9 @@ class Stream:
         raises IncompleteReadError (.partial holds the rest)."""
         delims = delimiter if isinstance(delimiter, tuple) else (delimiter,)
         delims = tuple(bytes(d) if isinstance(d, (bytearray, memoryview)) else d for d in delims)
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             out, used = self._until(delims, limit, keep, False)
             if self._clock is not None:
@@ -795,19 +779,18 @@ class Stream:
             self._resume = 0
             return out
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def peek(self, n: Optional[int] = -1) -> bytes:
         """Up to n buffered bytes (n < 0: all) without consuming them; reads the socket once
         only if nothing is buffered."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             if self._rtail == self._rhead and not self._eof:
                 self._fill(0)
@@ -816,39 +799,40 @@ class Stream:
                 size = min(size, _size(n, "peek"))
             return self._head(size)
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def discard(self, n: int) -> int:
         """Drop up to n buffered bytes (no I/O); returns how many were dropped. Use it to
         skip past a frame refused by FrameTooLarge or FramingError."""
         size = _size(n, "discard")
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             k = min(size, self._rtail - self._rhead)
             self._rhead += k
             self._resume = 0
             return k
         finally:
-            self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def read_frame(self) -> bytes:
         """The next frame's payload. EOFError at a clean EOF between frames;
         IncompleteReadError (.partial: the frame's bytes so far, .expected: its length if
         known) at EOF inside one; FrameTooLarge or FramingError, with the bytes left
         buffered, for a frame that is too large or malformed."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
-            self._need_framing()
             frame, used = self._next_frame()
             if frame is None:
                 raise EOFError("end of stream")
@@ -859,15 +843,11 @@ class Stream:
             self._landing = None
             return frame
         finally:
-            try:
-                if self._landing is not None:
-                    self._land()
-            finally:
-                try:
-                    if self._clock is not None:
-                        self._disarm()
-                finally:
-                    self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def read_frames(self, max_frames: Optional[int] = None) -> list[bytes]:
         """Every complete frame already buffered (at most max_frames), as a list. Reads the
@@ -877,12 +857,12 @@ class Stream:
             limit = _size(max_frames, "read_frames")
             if limit == 0:
                 raise ValueError("max_frames must be >= 1")
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
-            self._need_framing()
+            if self._framing is None:
+                raise ValueError(_NO_FRAMING)
             frames, used, resume = self._drain(limit, 0)
             if not frames:
                 frame, used = self._next_frame()
@@ -897,27 +877,21 @@ class Stream:
             self._landing = None
             return frames
         finally:
-            try:
-                if self._landing is not None:
-                    self._land()
-            finally:
-                try:
-                    if self._clock is not None:
-                        self._disarm()
-                finally:
-                    self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def __iter__(self) -> "Stream":
         return self
 
     def __next__(self) -> bytes:
         """The next frame; StopIteration at a clean EOF between frames."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
-            self._need_framing()
             frame, used = self._next_frame()
             if frame is None:
                 raise StopIteration
@@ -928,15 +902,11 @@ class Stream:
             self._landing = None
             return frame
         finally:
-            try:
-                if self._landing is not None:
-                    self._land()
-            finally:
-                try:
-                    if self._clock is not None:
-                        self._disarm()
-                finally:
-                    self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def at_eof(self) -> bool:
         """True when the peer has closed its side and every buffered byte has been read."""
@@ -952,6 +922,12 @@ class Stream:
         """Bytes queued for writing and not yet sent."""
         return len(self._wbuf)
 
+    @property
+    def _read_capacity(self) -> int:
+        """For tests: the bytes allocated for the read buffer (the compiled twin has the same
+        property), to check the memory rules of fastsock._streambase."""
+        return len(self._rbuf)
+
     # -- writing ----------------------------------------------------------------------
 
     def write(self, data: Any) -> None:
@@ -959,159 +935,164 @@ class Stream:
         are pending, or at once with sendmsg for payloads over 16 KiB (never copied). If the
         send fails (timeout, would-block, error), the unsent bytes stay queued: nothing is
         lost, nothing needs resending; call flush() to continue."""
-        view = _readable_view(data)
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        view = data if type(data) is bytes else _readable_view(data)
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             if len(view) <= _COPY_MAX and len(self._wbuf) + len(view) <= self._write_buffer:
                 self._wbuf += view
                 return None
             self._gather([view])
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def writelines(self, lines: Iterable[Any]) -> None:
         """write() every bytes-like object of `lines`, with one gather send if they do not all
         fit the write queue."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
             self._write_many(lines, False)
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def write_frame(self, payload: Any) -> None:
         """Queue one frame carrying `payload`, encoded per the framing. A large payload goes
         out at once with header and queue in one sendmsg. Raises FrameTooLarge above the
         framing's max_size, FramingError for a payload it cannot carry; failures of the
         send itself keep the unsent bytes queued (see write)."""
-        view = _readable_view(payload)
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        view = payload if type(payload) is bytes else _readable_view(payload)
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
-            framing = self._need_framing()
-            header = framing.header(view)
-            trailer = framing._trailer
-            size = len(view)
-            if size <= _COPY_MAX and len(self._wbuf) + len(header) + size + len(trailer) <= self._write_buffer:
-                wbuf = self._wbuf
-                wbuf += header
-                wbuf += view
-                wbuf += trailer
+            framing = self._framing
+            if framing is None:
+                raise ValueError(_NO_FRAMING)
+            header, trailer = framing._wrap(view)
+            if len(view) > _COPY_MAX:
+                self._gather([part for part in (header, view, trailer) if len(part)])
                 return None
-            self._gather([part for part in (header, view, trailer) if len(part)])
+            wbuf = self._wbuf
+            wbuf += header
+            wbuf += view
+            if trailer:
+                wbuf += trailer
+            if len(wbuf) > self._write_buffer:
+                self._flush()  # the queue, this frame included, in one send
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def write_frames(self, payloads: Iterable[Any]) -> None:
         """Queue one frame per payload; if they do not fit the write queue, send the queue and
         every frame with one gather send (small payloads joined, large ones sent from their
         own memory). Every payload is validated before anything is sent."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
-            self._need_framing()
+            if self._framing is None:
+                raise ValueError(_NO_FRAMING)
             self._write_many(payloads, True)
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def flush(self) -> None:
         """Send every queued byte (the timeout is a deadline for the whole flush). On failure
         the unsent bytes stay queued; call flush() again to resume."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
-            self._flush()
+            wbuf = self._wbuf
+            sock = self._sock
+            while wbuf:  # _flush, inline (the ping-pong path)
+                if self._clock is not None or sock.timeout:
+                    self._arm()
+                (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+                del wbuf[:sent]  # no check since the send returned
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
         """Flush, then send `count` bytes (None: to the end) of binary `file` from `offset`,
         with os.sendfile (zero-copy) where the file has a descriptor. Returns the bytes sent;
         a failure carries `.bytes_sent`. The file position ends after the last byte sent."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
-            self._flush()
+            if self._wbuf:
+                self._flush()
             return _streambase.sendfile(self._sock, file, offset, count)
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def shutdown_write(self) -> None:
         """Flush, then half-close: the peer sees EOF, and this side can still read to EOF."""
-        if (self._busy or self._closed or self._clock is not None or self._landing is not None
-                or self._sending is not None):
+        while self._blocked:
             self._refuse()
-        self._busy = True
+        self._blocked = _IN_USE
         try:
-            self._flush()
+            if self._wbuf:
+                self._flush()
             self._sock.shutdown(_stdsocket.SHUT_WR)
         finally:
-            try:
-                if self._clock is not None:
-                    self._disarm()
-            finally:
-                self._busy = False
+            if self._oversized and self._rhead == self._rtail:
+                self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
+            self._blocked = self._clock or self._landing or self._sending
+            if self._blocked:
+                self._leave()
 
     def close(self) -> None:
         """Flush, then close the socket (closed even if the flush fails, whose error is then
         raised). Closing twice is harmless."""
-        if self._closed:
+        state = self._blocked
+        if state is _CLOSED:
             return
-        if self._busy:
+        if state is _IN_USE:
             raise RuntimeError(_BUSY)
-        self._busy = True
+        self._blocked = _IN_USE  # tested and set with no call in between, as at every entry
         try:
             self._settle()
             if self._wbuf and self._sock.fileno() >= 0:
                 self._flush()
         finally:
             self._closed = True
-            self._rbuf = bytearray()
-            self._rhead = self._rtail = 0
-            self._wbuf = bytearray()
+            self._blocked = _CLOSED  # from here on every call raises EBADF; close() returns
+            self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
             self._landing = None
             self._sending = None
             try:
+                self._wbuf = bytearray()
                 self._disarm()
             finally:
-                self._busy = False
                 self._sock.close()
 
     def __enter__(self) -> "Stream":
@@ -1129,9 +1110,10 @@ class Stream:
 
     @framing.setter
     def framing(self, value: Optional[Framing]) -> None:
-        if self._busy:
+        if self._blocked is _IN_USE:
             raise RuntimeError(_BUSY)
         self._framing = _streambase.check_framing(value)
+        self._lead = _lead(self._framing)
         self._resume = 0
 
     @property
@@ -1152,6 +1134,12 @@ class Stream:
         state = "closed" if self._closed else f"fd={self._sock.fileno()}"
         return (f"<fastsock.Stream {state} framing={self._framing!r} "
                 f"buffered={self._rtail - self._rhead} pending={len(self._wbuf)}>")
+
+
+def _lead(framing: Optional[Framing]) -> _framing_mod.Scan:
+    """framing._scan of no bytes, asked once (the answer depends on nothing else): spares a
+    scan of an empty buffer on every read that finds nothing held."""
+    return (-1, 0, 0) if framing is None else framing._scan(_NO_MEMORY, 0, 0, 0)
 
 
 def _unsent(parts: list[Any], sent: int) -> bytearray:

@@ -1,0 +1,191 @@
+"""The read buffer's memory rule, one for both backends (fastsock/_streambase.py): every step
+of the same operation sequences is checked against the capacity the rule gives, through
+the Stream's private `_read_capacity` (the bytes allocated for its read buffer).
+
+- A fill asks for read_size bytes of free space, or for a frame whose size is known,
+  max(read_size, min(rest, max(held, GROW_FROM))); the buffer then grows, at least
+  doubling (never past max_buffer), only when its free space is short.
+- An emptied read buffer above shrink_threshold(read_size) gives its memory back at once.
+- A large length-prefixed frame or read_exactly result is received straight into its
+  result, whose memory starts at max(held, min(size, GROW_FROM)): an announced size alone
+  is never reserved.
+
+Arrival is made deterministic where the capacity depends on it: each scenario waits until
+the kernel has queued enough bytes (FIONREAD) before the read whose recv sizes matter.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import socket as stdsocket
+import struct
+import termios
+import time
+import tracemalloc
+
+import pytest
+
+from fastsock import IncompleteReadError, _streambase
+from streamutil import Peer, raw_pair
+
+pytestmark = pytest.mark.timeout(60)
+
+MiB = 1 << 20
+R = _streambase.DEFAULT_READ_SIZE
+GROW_FROM = _streambase.GROW_FROM
+KEEP = _streambase.shrink_threshold(R)  # an emptied buffer above this is given back
+
+
+def _queued(sock: stdsocket.socket) -> int:
+    """Bytes the kernel holds for `sock` (not yet received)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    return count[0]
+
+
+def _wait_queued(sock: stdsocket.socket, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while _queued(sock) < n:
+        assert time.monotonic() < deadline, f"the peer's {n} bytes never arrived"
+        time.sleep(0.001)
+
+
+def _through_buffer(total: int) -> int:
+    """The capacity once a frame of `total` bytes, its size known from its header, has
+    arrived in an empty buffer whose first recv took R bytes: the next fill asks for
+    min(total - R, max(R, GROW_FROM)) = GROW_FROM more, so R + GROW_FROM; beyond that every
+    growth doubles (2 x capacity >= held + what a fill asks), until the rest of the frame
+    and a read_size fit. Sizes are chosen so that no capacity lies where the chunking of
+    the last bytes would decide."""
+    assert total - R > GROW_FROM
+    cap = R + GROW_FROM
+    while cap < total:
+        cap *= 2
+    assert cap >= total + R, "a capacity where the last recv's size would decide"
+    return cap
+
+
+def test_sequence_length_prefix(impl):
+    stream, peer = raw_pair(impl)
+    lp = impl.LengthPrefix()
+    with stream, peer:
+        stream.framing = lp
+        assert stream._read_capacity == 0  # a new Stream owns no read memory
+
+        # A small frame: the first fill reserves read_size bytes; emptied, they are kept.
+        peer.sendall(lp.encode(b"x" * 100))
+        assert stream.read_frame() == b"x" * 100
+        assert stream._read_capacity == R
+
+        # Reads that leave bytes held, then empty the buffer: nothing moves.
+        peer.sendall(b"".join(lp.encode(b"%d" % i * 50) for i in range(3)))
+        _wait_queued(stream.socket, 3 * 54)
+        assert stream.read_frame() == b"0" * 50
+        assert stream.buffered == 2 * 54 and stream._read_capacity == R
+        assert stream.read_frames() == [b"1" * 50, b"2" * 50]
+        assert stream._read_capacity == R
+
+        # A 3 MiB frame: its payload goes straight into the result, the read buffer never
+        # holds more than read_size bytes of it, and the frame after it is read as usual.
+        big = bytes(range(256)) * (3 * MiB // 256)
+        writer = Peer(lambda: peer.sendall(lp.encode(big) + lp.encode(b"after")))
+        _wait_queued(stream.socket, R)
+        assert stream.read_frame() == big
+        assert stream._read_capacity == R
+        assert stream.read_frame() == b"after"
+        assert stream.buffered == 0 and stream._read_capacity == R
+        writer.join()
+
+        # read_exactly of a large size, nothing held: straight into the result as well.
+        writer = Peer(lambda: peer.sendall(big))
+        assert stream.read_exactly(len(big)) == big
+        assert stream._read_capacity == R
+        writer.join()
+
+        # A small read_exactly goes through the buffer and leaves the rest held.
+        peer.sendall(b"0123456789")
+        _wait_queued(stream.socket, 10)
+        assert stream.read_exactly(4) == b"0123"
+        assert stream.buffered == 6 and stream._read_capacity == R
+        assert stream.read(6) == b"456789"
+        assert stream._read_capacity == R
+
+
+@pytest.mark.parametrize("kind", ["Netstring", "Delimiter"])
+def test_large_frame_through_the_buffer_is_given_back_once_emptied(impl, kind):
+    # A framing with bytes after the payload (or no length at all) reads a large frame
+    # through the buffer. Non-blocking reads until all but its last byte are buffered;
+    # the last byte then comes with two small frames, so the big frame's read leaves them
+    # held (the large buffer is kept), and the read that empties it gives it back.
+    stream, peer = raw_pair(impl)
+    payload = b"p" * (3 * MiB)
+    if kind == "Netstring":
+        framing = impl.Netstring()
+        expected = _through_buffer(len(framing.encode(payload)))
+    else:
+        framing = impl.Delimiter(b"\n")
+        # No size is known: every fill asks for read_size bytes, so the capacity doubles
+        # from read_size until the frame and a read_size of free space fit.
+        expected = R
+        while expected < len(payload) + 1 + R:
+            expected *= 2
+        assert expected // 2 < len(payload) + 1
+    wire = framing.encode(payload)
+    small = framing.encode(b"one") + framing.encode(b"two")
+    with stream, peer:
+        stream.framing = framing
+        stream.socket.settimeout(0)
+        writer = Peer(lambda: peer.sendall(wire[:-1]))
+        _wait_queued(stream.socket, R)  # the first recv takes a whole read_size
+        deadline = time.monotonic() + 20
+        while stream.buffered < len(wire) - 1:
+            assert time.monotonic() < deadline
+            with pytest.raises(BlockingIOError):
+                stream.read_frame()
+        writer.join()
+        assert stream._read_capacity == expected
+        peer.sendall(wire[-1:] + small)
+        _wait_queued(stream.socket, 1 + len(small))
+        assert stream.read_frame() == payload
+        assert stream.buffered == len(small)
+        assert stream._read_capacity == expected  # bytes held: the memory stays
+        assert stream.read_frames() == [b"one", b"two"]
+        assert stream.buffered == 0
+        assert expected > KEEP and stream._read_capacity == 0  # emptied: given back at once
+        peer.sendall(framing.encode(b"next"))
+        _wait_queued(stream.socket, len(framing.encode(b"next")))
+        assert stream.read_frame() == b"next"
+        assert stream._read_capacity == R
+
+
+@pytest.mark.parametrize("how", ["read_frame", "read_exactly"])
+def test_hostile_announcement_reserves_at_most_grow_from(impl, how):
+    # A peer announces 512 MiB (below max_size), sends 100 kB and closes. The result's
+    # memory starts at GROW_FROM (what is held being less) and never needs to grow: the
+    # traced peak stays below twice that, and the read buffer keeps read_size bytes.
+    stream, peer = raw_pair(impl)
+    announced = 512 * MiB
+    body = b"h" * 100_000
+    header = struct.pack(">I", announced)
+    with stream, peer:
+        stream.framing = impl.LengthPrefix(max_size=1 << 30)
+        writer = Peer(lambda: (peer.sendall(header + body), peer.shutdown(stdsocket.SHUT_WR)))
+        if how == "read_exactly":
+            assert stream.read_exactly(4) == header
+        error = None
+        tracemalloc.start()
+        try:
+            try:
+                stream.read_frame() if how == "read_frame" else stream.read_exactly(announced)
+            except IncompleteReadError as exc:
+                error = exc
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        writer.join()
+        assert isinstance(error, IncompleteReadError)
+        assert error.partial == (header + body if how == "read_frame" else body)
+        assert peak < 2 * GROW_FROM, f"{peak} bytes traced for a frame that sent 100 kB"
+        assert stream._read_capacity == R
+        assert stream.at_eof()
