@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import selectors
-import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Callable, Optional
 
@@ -25,16 +24,15 @@ SelectorKey = selectors.SelectorKey
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
-# epoll_wait / poll take an int of milliseconds.
-MAX_TIMEOUT_MS = 2**31 - 1
+# The largest C int: epoll_wait / poll take an int of milliseconds, and a descriptor is an int.
 INT_MAX = 2**31 - 1
+MAX_TIMEOUT_MS = INT_MAX
 # Timeouts longer than this (about 31 years) block forever; keeps deadlines in int64 ns.
 MAX_FINITE_MS = 10**12
 
-if sys.platform.startswith("linux"):
-    DEFAULT_METHOD_C = "epoll"
-else:
-    DEFAULT_METHOD_C = "poll"
+# Linux's values, for interpreters whose select module lacks the constants (PyPy 3.9).
+LINUX_EPOLLRDHUP = 0x2000
+LINUX_POLLRDHUP = 0x2000
 
 
 def fileobj_to_fd(fileobj: Any) -> int:

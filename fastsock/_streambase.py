@@ -13,6 +13,7 @@ import sys
 from time import monotonic
 from typing import Any, Callable
 
+from ._errors import SocketTimeout
 from .framing import Framing
 
 __all__ = [
@@ -146,7 +147,7 @@ def _wait_writable(fd: int, deadline: float | None) -> None:
         else:
             left = deadline - monotonic()
             if left <= 0:
-                raise TimeoutError("timed out")
+                raise SocketTimeout("timed out")
             timeout_ms = max(1, int(left * 1000 + 0.999))
         if poller.poll(timeout_ms):
             return
@@ -226,10 +227,15 @@ def _sendfile_copy(sock: Any, file: Any, offset: int, count: int | None, deadlin
             if deadline is not None:
                 left = deadline - monotonic()
                 if left <= 0:
-                    raise TimeoutError("timed out")
+                    raise SocketTimeout("timed out")
                 sock.settimeout(left)
             try:
-                _stdsocket.socket.sendall(sock, chunk)
+                try:
+                    _stdsocket.socket.sendall(sock, chunk)
+                except _stdsocket.timeout as exc:
+                    if isinstance(exc, SocketTimeout):
+                        raise
+                    raise SocketTimeout(*exc.args) from None  # Python 3.9: make it a TimeoutError too
             except BaseException as exc:
                 sent += getattr(exc, "bytes_sent", 0)
                 raise

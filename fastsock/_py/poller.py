@@ -15,6 +15,7 @@ import operator
 import os
 import select
 import selectors
+import sys
 import time
 from typing import Any, Optional
 
@@ -25,6 +26,10 @@ __all__ = ["Poller", "Selector", "READ", "WRITE", "ERROR", "HANGUP", "POLL_METHO
 
 _HAVE_EPOLL = hasattr(select, "epoll")
 _HAVE_POLL = hasattr(select, "poll")
+# The peer's half-close; PyPy's select module lacks both names on Linux, where the kernel has them.
+_LINUX = sys.platform.startswith("linux")
+_EPOLLRDHUP = getattr(select, "EPOLLRDHUP", _pb.LINUX_EPOLLRDHUP if _LINUX else 0)
+_POLLRDHUP = getattr(select, "POLLRDHUP", _pb.LINUX_POLLRDHUP if _LINUX else 0)
 POLL_METHODS: tuple[str, ...] = tuple(
     name for name, ok in (("epoll", _HAVE_EPOLL), ("poll", _HAVE_POLL), ("select", True)) if ok
 )
@@ -36,7 +41,7 @@ _FD_SETSIZE = 1024  # select.select() refuses descriptors at or above this
 
 # Platform bits for each fastsock bit, and the reverse, per method.
 _POLL_OUT = (
-    [(READ, select.POLLIN), (WRITE, select.POLLOUT), (HANGUP, getattr(select, "POLLRDHUP", 0))]
+    [(READ, select.POLLIN), (WRITE, select.POLLOUT), (HANGUP, _POLLRDHUP)]
     if _HAVE_POLL
     else []
 )
@@ -45,18 +50,18 @@ _POLL_IN = (
         (select.POLLIN, READ),
         (select.POLLOUT, WRITE),
         (select.POLLERR | select.POLLNVAL, ERROR),  # POLLNVAL: closed while registered
-        (select.POLLHUP | getattr(select, "POLLRDHUP", 0), HANGUP),
+        (select.POLLHUP | _POLLRDHUP, HANGUP),
     ]
     if _HAVE_POLL
     else []
 )
 if _HAVE_EPOLL:
-    _EPOLL_OUT = [(READ, select.EPOLLIN), (WRITE, select.EPOLLOUT), (HANGUP, select.EPOLLRDHUP)]
+    _EPOLL_OUT = [(READ, select.EPOLLIN), (WRITE, select.EPOLLOUT), (HANGUP, _EPOLLRDHUP)]
     _EPOLL_IN = [
         (select.EPOLLIN, READ),
         (select.EPOLLOUT, WRITE),
         (select.EPOLLERR, ERROR),
-        (select.EPOLLHUP | select.EPOLLRDHUP, HANGUP),
+        (select.EPOLLHUP | _EPOLLRDHUP, HANGUP),
     ]
 
 
@@ -315,7 +320,7 @@ class Poller:
         if self._ep is not None:
             self._ep.close()
 
-    def __enter__(self) -> "Poller":
+    def __enter__(self) -> Poller:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

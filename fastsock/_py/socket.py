@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from .._errors import IncompleteReadError
+from .._errors import IncompleteReadError, SocketTimeout
 from .._socketbase import EAGER_ALLOC_LIMIT, SocketBase, factories_for
 
 if TYPE_CHECKING:
@@ -34,6 +34,31 @@ _MSG_NOSIGNAL = int(getattr(_stdsocket, "MSG_NOSIGNAL", 0))
 _MSG_DONTWAIT = int(getattr(_stdsocket, "MSG_DONTWAIT", 0))
 _MSG_PEEK = int(getattr(_stdsocket, "MSG_PEEK", 0))
 _IOV_MAX = 1024
+
+# The stdlib calls every pure loop is built on. On Python 3.10+ they raise socket.timeout,
+# which is TimeoutError; on 3.9 the two are unrelated, so these wrappers turn the stdlib's
+# timeout into SocketTimeout (both), as the compiled backend raises it (3.9 only: no cost
+# on later versions).
+_recv_into: Any = _stdsocket.socket.recv_into
+_send: Any = _stdsocket.socket.send
+_sendmsg: Any = getattr(_stdsocket.socket, "sendmsg", None)
+_sendall: Any = _stdsocket.socket.sendall
+if SocketTimeout is not _stdsocket.timeout:  # pragma: no cover - Python 3.9 only
+
+    def _timeouts_as_timeout_error(method: Any) -> Any:
+        def call(*args: Any) -> Any:
+            try:
+                return method(*args)
+            except _stdsocket.timeout as exc:
+                raise SocketTimeout(*exc.args) from None
+
+        call.__name__ = method.__name__
+        return call
+
+    _recv_into = _timeouts_as_timeout_error(_recv_into)
+    _send = _timeouts_as_timeout_error(_send)
+    _sendmsg = _sendmsg and _timeouts_as_timeout_error(_sendmsg)
+    _sendall = _timeouts_as_timeout_error(_sendall)
 
 
 def _readable_view(data: Any) -> memoryview:
@@ -91,7 +116,7 @@ class _Deadline:
         if self.deadline is not None:
             left = self.deadline - monotonic()
             if left <= 0:
-                raise TimeoutError("timed out")
+                raise SocketTimeout("timed out")
             _stdsocket.socket.settimeout(self.sock, left)
         elif self.nonblocking:
             _stdsocket.socket.settimeout(self.sock, 0.0)
@@ -162,7 +187,7 @@ class socket(SocketBase):
         try:
             while sent < total:
                 clock.arm()
-                sent += _recorded(moved, _stdsocket.socket.send, self, view[sent:], flags)
+                sent += _recorded(moved, _send, self, view[sent:], flags)
             return None
         except BaseException as exc:
             _report(exc, "bytes_sent", sum(moved))
@@ -192,7 +217,7 @@ class socket(SocketBase):
         try:
             while idx < len(views):
                 clock.arm()
-                n = _recorded(moved, _stdsocket.socket.sendmsg, self, views[idx:idx + _IOV_MAX], (), flags)
+                n = _recorded(moved, _sendmsg, self, views[idx:idx + _IOV_MAX], (), flags)
                 sent += n
                 idx = _advance(views, idx, n)
             return sent
@@ -209,7 +234,7 @@ class socket(SocketBase):
             flags |= _MSG_WAITALL  # blocking: let the kernel gather the whole range
         while got < want:
             clock.arm()
-            n = _recorded(moved, _stdsocket.socket.recv_into, self, view[got:], want - got, flags)
+            n = _recorded(moved, _recv_into, self, view[got:], want - got, flags)
             if n == 0:
                 return False
             got += n

@@ -88,6 +88,9 @@ from .socket import (
     _advance,
     _readable_view,
     _recorded,
+    _recv_into,
+    _send,
+    _sendmsg,
     _size,
     _writable_view,
 )
@@ -99,9 +102,6 @@ __all__ = ["Stream", "connect", *_framing_mod.__all__]
 _COPY_MAX = _streambase.COPY_MAX
 _BUSY = _streambase.BUSY_MESSAGE
 _NO_FRAMING = "this Stream has no framing: pass framing=... to Stream() or set .framing"
-_recv_into = _stdsocket.socket.recv_into
-_send = _stdsocket.socket.send
-_sendmsg = getattr(_stdsocket.socket, "sendmsg", None)
 #: A large frame's payload (or a read_exactly result) starts at max(held, min(size,
 #: GROW_FROM)) bytes and at least doubles as bytes arrive: a new bytearray commits every
 #: page, so a length prefix alone must not make it large.
