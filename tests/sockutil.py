@@ -8,6 +8,20 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import pytest
+
+try:
+    import tracemalloc
+
+    tracemalloc.is_tracing()
+except ImportError:  # PyPy ships tracemalloc.py but no _tracemalloc
+    tracemalloc = None  # type: ignore[assignment]
+
+#: Allocation bounds are measured with tracemalloc, which only CPython has; on PyPy the same
+#: rules are checked through the buffers' capacities (tests/test_stream_memory.py).
+needs_tracemalloc = pytest.mark.skipif(tracemalloc is None, reason="tracemalloc is CPython-only (PyPy has no "
+                                       "_tracemalloc): this allocation bound is checked on CPython")
+
 TRANSPORTS = ["unix", "tcp4", "tcp6"]
 
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from fastsock._bench import report
 from fastsock._bench.progress import Progress
-from fastsock._bench.runner import Case, Plan, Row, params_for, Options
+from fastsock._bench.runner import Case, Options, Plan, Row, params_for
 from fastsock._bench.spec import WORKLOADS
 
 

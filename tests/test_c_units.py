@@ -1,5 +1,6 @@
 """Builds and runs every plain-C unit test in tests/c/ (fs_io, fs_buffer, fs_frame, fs_poll) against
-src_c/ (no Python inside), with -Wall -Wextra -Werror and ASan/UBSan, so src_c stays warning-free and testable on its own.
+src_c/ (no Python inside), with -Wall -Wextra -Werror and ASan/UBSan, so src_c stays warning-free
+and testable on its own.
 
 Each test is built twice, as setup.py builds the extension:
   debug    -O0 -g3 -UNDEBUG: src_c's FS_ASSERT invariant checks are live (FASTSOCK_DEBUG=1), and

@@ -14,6 +14,10 @@ from sockutil import subprocess_env
 
 SCRIPT = pathlib.Path(__file__).with_name("cpython_socket_suite.py")
 
+# CPython ships its own test suite as the `test` package; PyPy and some distributions do not.
+pytest.importorskip("test.test_socket", reason="this interpreter does not ship CPython's test.test_socket "
+                    "(PyPy, or a distribution without the test package)")
+
 
 @pytest.mark.timeout(600)
 def test_cpython_socket_suite_passes(impl):

@@ -8,8 +8,7 @@ import pytest
 
 import fastsock
 from fastsock import FrameTooLarge
-from fastsock.framing import (AsciiLength, Delimiter, FixedLength, FramingError, LengthPrefix,
-                              Netstring, Varint)
+from fastsock.framing import AsciiLength, Delimiter, FixedLength, FramingError, LengthPrefix, Netstring, Varint
 
 
 def test_exported_by_both_backends(impl):

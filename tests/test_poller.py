@@ -45,7 +45,8 @@ def test_default_method(impl):
         if impl.__name__.endswith("_speedups"):
             assert p.method == ("epoll" if "epoll" in impl.POLL_METHODS else "poll")
         else:
-            assert p.method == ("epoll" if hasattr(select, "epoll") else "poll" if hasattr(select, "poll") else "select")
+            best = "epoll" if hasattr(select, "epoll") else "poll" if hasattr(select, "poll") else "select"
+            assert p.method == best
             assert p.method == impl.POLL_METHODS[0]
 
 
@@ -56,9 +57,8 @@ def test_default_refuses_a_regular_file_like_default_selector(impl, tmp_path):
     import selectors
 
     with open(tmp_path / "regular", "wb") as f:
-        with selectors.DefaultSelector() as std:
-            with pytest.raises(PermissionError):
-                std.register(f, selectors.EVENT_READ)
+        with selectors.DefaultSelector() as std, pytest.raises(PermissionError):
+            std.register(f, selectors.EVENT_READ)
         with impl.Poller() as p:
             with pytest.raises(PermissionError):
                 p.register(f, impl.READ)

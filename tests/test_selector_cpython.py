@@ -8,9 +8,12 @@ import os
 import unittest
 
 import pytest
-import test.test_selectors as cpython
 
 import fastsock._py as pure
+
+# CPython ships its own test suite as the `test` package; PyPy and some distributions do not.
+cpython = pytest.importorskip("test.test_selectors", reason="this interpreter does not ship CPython's "
+                              "test.test_selectors (PyPy, or a distribution without the test package)")
 
 try:
     compiled = importlib.import_module("fastsock._c._speedups")

@@ -9,7 +9,16 @@ import socket as stdsocket
 import threading
 
 import pytest
-from sockutil import TRANSPORTS, Peer, has_ipv6_loopback, make_pair, recv_all, small_buffers
+from sockutil import (
+    TRANSPORTS,
+    Peer,
+    has_ipv6_loopback,
+    make_pair,
+    needs_tracemalloc,
+    recv_all,
+    small_buffers,
+    tracemalloc,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -213,9 +222,8 @@ def test_recv_exactly_larger_than_eager_limit(impl):
         peer.join()
 
 
+@needs_tracemalloc
 def test_sendall_many_allocates_no_joined_copy(impl):
-    import tracemalloc
-
     a, b = make_pair(impl, "tcp4")
     with a, b:
         parts = [bytes([i]) * 65536 for i in range(64)]  # 4 MiB in all

@@ -22,12 +22,12 @@ import socket as stdsocket
 import struct
 import termios
 import time
-import tracemalloc
 
 import pytest
+from sockutil import needs_tracemalloc, tracemalloc
+from streamutil import Peer, raw_pair
 
 from fastsock import IncompleteReadError, _streambase
-from streamutil import Peer, raw_pair
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -159,6 +159,7 @@ def test_large_frame_through_the_buffer_is_given_back_once_emptied(impl, kind):
         assert stream._read_capacity == R
 
 
+@needs_tracemalloc
 @pytest.mark.parametrize("how", ["read_frame", "read_exactly"])
 def test_hostile_announcement_reserves_at_most_grow_from(impl, how):
     # A peer announces 512 MiB (below max_size), sends 100 kB and closes. The result's
