@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket as stdsocket
+import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -16,6 +17,25 @@ try:
     tracemalloc.is_tracing()
 except ImportError:  # PyPy ships tracemalloc.py but no _tracemalloc
     tracemalloc = None  # type: ignore[assignment]
+
+#: The pure backend's promise that a raising signal handler loses nothing rests on where
+#: CPython 3.10+ runs pending signal handlers (at calls, returns and loop back edges, never
+#: between two plain statements); PyPy runs them between bytecodes, where no Python code can
+#: keep that promise. The compiled backend keeps it everywhere.
+needs_cpython_signal_points = pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.version_info < (3, 10),
+    reason="the pure backend's raising-signal-handler guarantee holds on CPython 3.10+ only "
+    "(this interpreter may run a signal handler between any two bytecodes)",
+)
+
+
+
+def require_signal_points(impl: ModuleType) -> None:
+    """Skip (with the reason above) a raising-signal-handler test of the pure backend on an
+    interpreter where it cannot hold; the compiled backend is always tested."""
+    if impl.__name__ == "fastsock._py" and needs_cpython_signal_points.args[0]:
+        pytest.skip(needs_cpython_signal_points.kwargs["reason"])
+
 
 #: Allocation bounds are measured with tracemalloc, which only CPython has; on PyPy the same
 #: rules are checked through the buffers' capacities (tests/test_stream_memory.py).

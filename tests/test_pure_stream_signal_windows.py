@@ -14,11 +14,12 @@ import sys
 import threading
 
 import pytest
+from sockutil import needs_cpython_signal_points
 
 import fastsock._py.stream as pystream
 from fastsock._py import Stream, socketpair
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), needs_cpython_signal_points]
 
 
 class Interrupt(BaseException):

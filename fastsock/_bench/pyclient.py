@@ -273,6 +273,11 @@ def _rss_kib(pid: int) -> int:
     raise OSError(f"no VmRSS for process {pid}")
 
 
+# Whether /proc/<pid>/fd reports its entry count as its size (decided on first use). Set
+# before the function that declares it global (PyPy refuses the annotation after that).
+_FDS_BY_STAT: Optional[bool] = None
+
+
 def _fds(pid: int) -> int:
     """Descriptors open in process `pid`: stat's size of /proc/<pid>/fd (Linux 6.2+, O(1)),
     else the number of its entries."""
@@ -282,8 +287,6 @@ def _fds(pid: int) -> int:
         _FDS_BY_STAT = os.stat(path).st_size > 0
     return os.stat(path).st_size if _FDS_BY_STAT else len(os.listdir(path))
 
-
-_FDS_BY_STAT: Optional[bool] = None
 
 
 def _settle(pid: int, deadline: float) -> None:

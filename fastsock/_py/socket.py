@@ -84,6 +84,22 @@ def _writable_view(buffer: Any, method: str) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
+if sys.implementation.name == "pypy":  # pragma: no cover - PyPy only
+    import ctypes
+
+    def _tail(view: memoryview, start: int) -> Any:
+        """view[start:] in a form PyPy's recv_into accepts: PyPy 7.3 refuses any slice of a
+        cast memoryview (an array('i'), a 2-D view), but takes a ctypes array over the same
+        memory."""
+        return (ctypes.c_ubyte * (len(view) - start)).from_buffer(view, start)
+
+else:
+
+    def _tail(view: memoryview, start: int) -> Any:
+        """view[start:], for recv_into (see the PyPy variant)."""
+        return view[start:]
+
+
 def _no_peek(flags: int) -> int:
     if flags & _MSG_PEEK:
         raise ValueError("MSG_PEEK cannot be used with an exact read: every retry would peek the same bytes")
@@ -234,7 +250,7 @@ class socket(SocketBase):
             flags |= _MSG_WAITALL  # blocking: let the kernel gather the whole range
         while got < want:
             clock.arm()
-            n = _recorded(moved, _recv_into, self, view[got:], want - got, flags)
+            n = _recorded(moved, _recv_into, self, _tail(view, got), want - got, flags)
             if n == 0:
                 return False
             got += n

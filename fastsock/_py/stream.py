@@ -92,6 +92,7 @@ from .socket import (
     _send,
     _sendmsg,
     _size,
+    _tail,
     _writable_view,
 )
 from .socket import create_connection as _create_connection
@@ -296,7 +297,7 @@ class Stream:
         sock = self._sock
         while prog[0] < size:
             self._arm()
-            n = _recorded(prog, _recv_into, sock, dst[prog[0]:])
+            n = _recorded(prog, _recv_into, sock, _tail(dst, prog[0]))
             prog[0] += n
             del prog[1:]
             if n == 0:
@@ -657,7 +658,7 @@ class Stream:
                     self._arm()
                     got: list[int] = []
                     try:
-                        _recorded(got, _recv_into, self._sock, view)
+                        _recorded(got, _recv_into, self._sock, _tail(view, 0))
                         if self._clock is not None:
                             self._disarm()
                     except BaseException:
