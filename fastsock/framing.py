@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 import struct
-from typing import Any, ClassVar, List, Optional, Tuple
+from typing import Any, ClassVar, Optional
 
 from ._errors import FrameTooLarge
 
@@ -47,10 +47,10 @@ _LENGTH, _VARINT, _DELIMITER, _FIXED, _ASCII, _NETSTRING = 1, 2, 3, 4, 5, 6
 #: it, else 0. With total 0, x is where a delimiter search resumes (relative to `start`);
 #: with a known total, x is the header length when the payload runs to the frame's end (so
 #: a Stream may receive a large payload straight into its result), -1 when bytes follow it.
-Scan = Tuple[int, int, int]
+Scan = tuple[int, int, int]
 
 #: What `_scan_many` returns: (payloads, stop, resume); see Framing._scan_many.
-ScanMany = Tuple[List[bytes], int, int]
+ScanMany = tuple[list[bytes], int, int]
 
 
 class FramingError(ValueError):
@@ -129,7 +129,7 @@ class Framing:
         """One whole frame carrying `payload` (any bytes-like object)."""
         return b"".join((self.header(payload), bytes(payload), self._trailer))
 
-    def _wrap(self, payload: Any) -> Tuple[bytes, bytes]:
+    def _wrap(self, payload: Any) -> tuple[bytes, bytes]:
         """(header, trailer): what a Stream writes before and after `payload` (bytes,
         bytearray or a flat memoryview of bytes), which is validated as by header()."""
         return self.header(payload), self._trailer
@@ -149,7 +149,7 @@ class Framing:
         changed. The payloads are bytes: slices of `buf` if it is a bytes object (one copy
         of a large region then slicing is the cheapest way to take many frames), copies of
         its bytes otherwise."""
-        frames: List[bytes] = []
+        frames: list[bytes] = []
         append = frames.append
         scan = self._scan
         sliced = type(buf) is bytes
@@ -168,7 +168,7 @@ class Framing:
             resume = 0
         return frames, pos, resume
 
-    def decode(self, data: Any) -> Optional[Tuple[bytes, int]]:
+    def decode(self, data: Any) -> Optional[tuple[bytes, int]]:
         """Decode the frame at the start of `data`: (payload, bytes consumed), or None if
         `data` holds only part of a frame. Raises FrameTooLarge or FramingError."""
         buf = bytes(data)
@@ -202,7 +202,7 @@ class LengthPrefix(Framing):
     def _encode_length(self, size: int) -> bytes:
         return self._struct.pack(size)  # type: ignore[attr-defined,no-any-return]
 
-    def _wrap(self, payload: Any) -> Tuple[bytes, bytes]:
+    def _wrap(self, payload: Any) -> tuple[bytes, bytes]:
         size = len(payload)
         if size > self.max_size:
             raise FrameTooLarge(size, self.max_size)
@@ -226,7 +226,7 @@ class LengthPrefix(Framing):
         unpack = self._struct.unpack_from  # type: ignore[attr-defined]
         width = self.size
         top = self.max_size
-        frames: List[bytes] = []
+        frames: list[bytes] = []
         append = frames.append
         pos = start
         while top >= end - start:
@@ -319,7 +319,7 @@ class Delimiter(Framing):
     def _trailer(self) -> bytes:  # type: ignore[override]
         return self.delimiter
 
-    def _wrap(self, payload: Any) -> Tuple[bytes, bytes]:
+    def _wrap(self, payload: Any) -> tuple[bytes, bytes]:
         return self.header(payload), self.delimiter
 
     def header(self, payload: Any) -> bytes:

@@ -117,11 +117,3 @@ int fs_buffer_append(fs_buffer *b, const void *src, size_t n)
     FS_BUFFER_CHECK(b);
     return 0;
 }
-
-void fs_buffer_shrink(fs_buffer *b, size_t keep)
-{
-    FS_BUFFER_CHECK(b);
-    if (b->head == b->tail && b->cap > keep)
-        fs_buffer_free(b);
-    FS_BUFFER_CHECK(b);
-}

@@ -79,6 +79,13 @@ long fs_buffer_reserve(fs_buffer *b, size_t want, size_t limit);
 int fs_buffer_append(fs_buffer *b, const void *src, size_t n);
 
 /* When the buffer is empty and its capacity exceeds `keep`, give the memory back. */
-void fs_buffer_shrink(fs_buffer *b, size_t keep);
+/* Inline: the Stream calls it after every consume, where the test is nearly always false. */
+static inline void fs_buffer_shrink(fs_buffer *b, size_t keep)
+{
+    FS_BUFFER_CHECK(b);
+    if (b->head == b->tail && b->cap > keep)
+        fs_buffer_free(b);
+    FS_BUFFER_CHECK(b);
+}
 
 #endif /* FS_BUFFER_H */

@@ -10,7 +10,7 @@ import socket as _stdsocket
 import sys
 from collections.abc import Iterable
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._errors import IncompleteReadError, SocketTimeout
 from .._socketbase import EAGER_ALLOC_LIMIT, SocketBase, factories_for
@@ -39,10 +39,10 @@ _IOV_MAX = 1024
 # which is TimeoutError; on 3.9 the two are unrelated, so these wrappers turn the stdlib's
 # timeout into SocketTimeout (both), as the compiled backend raises it (3.9 only: no cost
 # on later versions).
-_recv_into: Any = _stdsocket.socket.recv_into
-_send: Any = _stdsocket.socket.send
-_sendmsg: Any = getattr(_stdsocket.socket, "sendmsg", None)
-_sendall: Any = _stdsocket.socket.sendall
+_recv_into: Callable[..., int] = _stdsocket.socket.recv_into
+_send: Callable[..., int] = _stdsocket.socket.send
+_sendmsg: Optional[Callable[..., int]] = getattr(_stdsocket.socket, "sendmsg", None)
+_sendall: Callable[..., None] = _stdsocket.socket.sendall
 if SocketTimeout is not _stdsocket.timeout:  # pragma: no cover - Python 3.9 only
 
     def _timeouts_as_timeout_error(method: Any) -> Any:

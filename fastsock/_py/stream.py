@@ -84,8 +84,8 @@ from ..framing import (  # noqa: F401  (re-exported: one set of framings for bot
 from .socket import (
     _IOV_MAX,
     _MSG_NOSIGNAL,
-    _Deadline,
     _advance,
+    _Deadline,
     _readable_view,
     _recorded,
     _recv_into,
@@ -164,7 +164,7 @@ class Stream:
         self._sending: Optional[tuple[list[Any], list[int]]] = None
 
     @classmethod
-    def from_fd(cls, fd: int, **options: Any) -> "Stream":
+    def from_fd(cls, fd: int, **options: Any) -> Stream:
         """A Stream over a new socket object that takes ownership of the connected stream
         socket `fd` (family and type are detected); `options` as for Stream()."""
         return cls(_socket(fileno=fd), **options)
@@ -884,7 +884,7 @@ class Stream:
             if self._blocked:
                 self._leave()
 
-    def __iter__(self) -> "Stream":
+    def __iter__(self) -> Stream:
         return self
 
     def __next__(self) -> bytes:
@@ -1096,7 +1096,7 @@ class Stream:
             finally:
                 self._sock.close()
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self) -> Stream:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
