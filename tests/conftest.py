@@ -12,11 +12,18 @@ test_selector_asyncio.py) are here too: `method` (each poll method of the backen
 from __future__ import annotations
 
 import importlib
+import os
 import socket
 from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+from hypothesis import settings
+
+# HYPOTHESIS_PROFILE=ci-fast (CI's runs on the other interpreters) lowers the example count
+# of property tests without their own (those with one use sockutil.examples).
+settings.register_profile("ci-fast", max_examples=10)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 BACKENDS = ["c", "python"]
 POLL_METHODS = ["epoll", "poll"]  # what `method` tries; the pure backend's "select" is tested alone
@@ -40,6 +47,13 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"the compiled backend does not import ({exc}); build it (pip install -e .) "
                 "or pass --no-c-extensions to test the pure backend only"
             ) from exc
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Name the fastsock under test: the installed package, not a stray source tree."""
+    import fastsock
+
+    return f"fastsock {fastsock.__version__}: backend {fastsock.BACKEND}, from {os.path.dirname(fastsock.__file__)}"
 
 
 def _backends(config: pytest.Config) -> list[str]:

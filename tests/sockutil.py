@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket as stdsocket
 import sys
 import threading
@@ -17,6 +18,12 @@ try:
     tracemalloc.is_tracing()
 except ImportError:  # PyPy ships tracemalloc.py but no _tracemalloc
     tracemalloc = None  # type: ignore[assignment]
+
+def examples(n: int) -> int:
+    """A property test's example count: n, or a sixth of it under HYPOTHESIS_PROFILE=ci-fast
+    (CI's runs on the other interpreters; the full counts run on the main one)."""
+    return max(5, n // 6) if os.environ.get("HYPOTHESIS_PROFILE") == "ci-fast" else n
+
 
 #: The pure backend's promise that a raising signal handler loses nothing rests on where
 #: CPython 3.10+ runs pending signal handlers (at calls, returns and loop back edges, never

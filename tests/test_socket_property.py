@@ -9,7 +9,7 @@ import socket as stdsocket
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sockutil import Peer, recv_all
+from sockutil import Peer, examples, recv_all
 
 import fastsock
 
@@ -55,7 +55,7 @@ def _run(impl, data: bytes, write_sizes: list[int], read_plan: list[tuple[str, i
         return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=st.binary(min_size=0, max_size=20_000),
     write_sizes=st.lists(st.integers(1, 5000), max_size=40),
@@ -72,7 +72,7 @@ def test_backends_agree_on_every_chunking(pytestconfig, data, write_sizes, read_
         assert len(got) == sum(n for _, n in read_plan)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(st.binary(max_size=3000), max_size=50), chunk=st.integers(1, 4096))
 def test_sendall_many_equals_join(pytestconfig, parts, chunk):
     for impl in _backends(pytestconfig):

@@ -9,6 +9,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sockutil import examples
 from streamutil import ALL_FRAMINGS, Peer, make_pair
 
 BACKENDS = {"c": "fastsock._c._speedups", "python": "fastsock._py"}
@@ -70,7 +71,7 @@ def _run(module: str, make, payloads: list[bytes], cuts: list[int], mode: str) -
 def test_every_chunking_roundtrips_on_both_backends(pytestconfig, name, make):
     modules = _modules(pytestconfig)
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(payloads=st.lists(_payload_strategy(name), max_size=25),
            cuts=st.lists(st.integers(1, 700), min_size=1, max_size=10) | st.just([1]),
            mode=st.sampled_from(["frames", "iter"]))
