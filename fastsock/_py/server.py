@@ -1183,7 +1183,7 @@ class Server:
     # -- timers -------------------------------------------------------------------------
 
     def _next_timeout(self) -> float:
-        if self._ready:
+        if self._ready or self._dirty:
             return 0.0
         when = math.inf
         if self._idle_heap:
@@ -1327,9 +1327,9 @@ class Server:
                 self._run_ready()
             if calls:
                 self._run_calls()
+            self._run_timers(now)
             if self._dirty:
                 self._flush()
-            self._run_timers(now)
 
     def _end_grace(self) -> None:
         for conn in list(self._conns.values()):
