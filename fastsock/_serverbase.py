@@ -432,7 +432,8 @@ class SignalHandlers:
     kernel delivered the signal to, and the Python handler runs as soon as the main thread
     runs Python code again. The loop calls `drain()` when `fileno()` is readable.
 
-    The first signal calls `stop()` (a graceful stop with the default grace). SIGINT while a
+    The first signal calls `stop()` (a graceful stop with the default grace: both backends
+    pass `DEFAULT_GRACE` as this module holds it when the signal arrives). SIGINT while a
     stop is already under way (`stopping()` true, whatever started it) calls `abort()`.
     SIGTERM never aborts: a supervisor forwards the stop after a Ctrl-C that reached the
     whole process group, and that must not turn the workers' graceful stop into an abort.
@@ -658,7 +659,7 @@ class Supervisor:
 
     def run(self) -> None:
         """Fork the workers and supervise them until a stop completes (see the class)."""
-        handlers = self._handlers = SignalHandlers(
+        handlers = self._handlers = SignalHandlers(  # DEFAULT_GRACE as it is when the signal comes
             stop=lambda: self.stop(DEFAULT_GRACE), abort=lambda: self.stop(0.0), stopping=lambda: self.stopping)
         sel = self._selector = selectors.DefaultSelector()
         try:

@@ -1240,7 +1240,7 @@ class Server:
     def _serve(self) -> None:
         waiter = self._waiter = _make_waiter()
         self._loop_ident = get_ident()
-        handlers = _sb.SignalHandlers(stop=self.stop, abort=lambda: self.stop(0.0),
+        handlers = _sb.SignalHandlers(stop=lambda: self.stop(_sb.DEFAULT_GRACE), abort=lambda: self.stop(0.0),
                                       stopping=lambda: self._stop_requested)
         self._now = monotonic()
         normal = False
