@@ -110,6 +110,9 @@ def test_workers_spread_survive_a_killed_worker_and_stop_on_sigterm(S):
             assert parent not in pids
             victim = sorted(pids)[0]
             os.kill(victim, signal.SIGKILL)
+            # dead (a zombie at least): its descriptors, listener included, are closed; a
+            # connection the kernel queued on its listener before that is lost with it
+            wait_until(lambda: pid_gone(victim), what="the killed worker gone")
             for sock, pid in conns:
                 if pid == victim:
                     assert is_eof(sock)  # its own connections are lost ...
@@ -122,7 +125,6 @@ def test_workers_spread_survive_a_killed_worker_and_stop_on_sigterm(S):
             conns += fresh
             now = {p for _, p in fresh} | (pids - {victim})
             assert victim not in {p for _, p in fresh}
-            wait_until(lambda: pid_gone(victim), what="the killed worker reaped")
         finally:
             for sock, _ in conns:
                 sock.close()
