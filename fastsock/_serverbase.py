@@ -14,7 +14,6 @@ import logging
 import math
 import operator
 import os
-import select
 import selectors
 import signal
 import socket as _stdsocket
@@ -710,7 +709,7 @@ class Supervisor:
                     for fn, args in self._calls.take():
                         try:
                             fn(*args)
-                        except Exception as exc:
+                        except Exception as exc:  # noqa: BLE001
                             log_exception("call_soon_threadsafe callback", fn, exc)
                 elif key.data == "signals":
                     handlers.drain()
@@ -778,16 +777,16 @@ class Supervisor:
                              daemon=True).start()
             self._run_worker(listeners)
             code = 0
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001
             try:
                 log_exception("worker", os.getpid(), exc)
-            except BaseException:
+            except BaseException:  # noqa: BLE001
                 pass
         finally:
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
-                except BaseException:
+                except BaseException:  # noqa: BLE001
                     pass
             os._exit(code)
 

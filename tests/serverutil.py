@@ -23,7 +23,6 @@ from types import ModuleType
 from typing import Any, Callable, Optional
 
 import pytest
-
 from sockutil import subprocess_env
 
 LOCAL = ("127.0.0.1", 0)
@@ -128,7 +127,7 @@ class Running:
     def _run(self) -> None:
         try:
             self.server.serve_forever()
-        except BaseException as exc:  # reported by stop()
+        except BaseException as exc:  # reported by stop()  # noqa: BLE001
             self.error = exc
 
     def stop(self, grace: float = 5.0, timeout: float = WAIT) -> None:

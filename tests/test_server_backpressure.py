@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from serverutil import (
     WAIT,
     Recorder,
@@ -30,7 +29,7 @@ REPLY = 64 * 1024
 
 
 @pytest.fixture
-def S(server_impl):
+def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
     return server_impl
 
 
@@ -169,12 +168,11 @@ def test_backpressure_in_raw_mode(S):
 
 def test_slow_reader_gets_every_reply_intact(S):
     with serving(S, lambda conn, f: f * 1000, framing=S.LengthPrefix(), high_water=32 * 1024, low_water=1024) as (
-            server, addr):
-        with connect(addr) as c:
-            c.sendall(frames(*[b"%03d" % i for i in range(300)]))
-            deadline = time.monotonic() + WAIT
-            for i in range(300):
-                assert read_frame(c) == b"%03d" % i * 1000
-                if i % 50 == 0:
-                    time.sleep(0.05)
-                assert time.monotonic() < deadline
+            server, addr), connect(addr) as c:
+        c.sendall(frames(*[b"%03d" % i for i in range(300)]))
+        deadline = time.monotonic() + WAIT
+        for i in range(300):
+            assert read_frame(c) == b"%03d" % i * 1000
+            if i % 50 == 0:
+                time.sleep(0.05)
+            assert time.monotonic() < deadline

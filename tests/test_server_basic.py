@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from serverutil import (
     LOCAL,
     WAIT,
@@ -38,7 +37,7 @@ from fastsock import IncompleteReadError
 pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
-def S(server_impl):
+def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
     return server_impl
 
 
@@ -144,9 +143,8 @@ def test_listen_errors(S, tmp_path):
             server.listen(LOCAL, sock=stdsocket.socket())
         with pytest.raises(TypeError):
             server.listen(sock="not a socket")
-        with stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM) as udp:
-            with pytest.raises(ValueError):
-                server.listen(sock=udp)
+        with stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM) as udp, pytest.raises(ValueError):
+            server.listen(sock=udp)
         with stdsocket.socket() as unlistened:
             unlistened.bind(LOCAL)
             with pytest.raises(ValueError):
@@ -190,10 +188,9 @@ def test_serve_forever_twice_close_while_running_and_serving_again(S):
     run.stop(grace=1)
     assert server.stats()["listeners"] == 0  # stop closed it; not reopened
     addr = server.listen(LOCAL)
-    with Running(server):
-        with connect(addr) as c:
-            c.sendall(frame(b"again"))
-            assert read_frame(c) == b"again"
+    with Running(server), connect(addr) as c:
+        c.sendall(frame(b"again"))
+        assert read_frame(c) == b"again"
     with pytest.raises(RuntimeError):
         server.listen(LOCAL)  # closed for good
     server.close()  # idempotent
@@ -206,11 +203,10 @@ def test_serve_forever_twice_close_while_running_and_serving_again(S):
 def test_echo_every_framing(S, name, make):
     framing = make(S)
     payloads = [b"a", b"hello", b"x" * 200, b"0123456789" * 25]
-    with serving(S, lambda conn, f: f[::-1], framing=framing) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(b"".join(framing.encode(p) for p in payloads))
-            wire = b"".join(framing.encode(p[::-1]) for p in payloads)
-            assert recv_exact(c, len(wire)) == wire
+    with serving(S, lambda conn, f: f[::-1], framing=framing) as (server, addr), connect(addr) as c:
+        c.sendall(b"".join(framing.encode(p) for p in payloads))
+        wire = b"".join(framing.encode(p[::-1]) for p in payloads)
+        assert recv_exact(c, len(wire)) == wire
 
 
 def test_replies_in_order_none_means_no_reply_and_send_interleaves(S):
@@ -244,10 +240,9 @@ def test_write_in_framed_mode_is_unframed(S):
         conn.write(b"RAW")
         return f
 
-    with serving(S, handler, framing=S.LengthPrefix()) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(frame(b"p"))
-            assert recv_exact(c, 3 + 5) == b"RAW" + frame(b"p")
+    with serving(S, handler, framing=S.LengthPrefix()) as (server, addr), connect(addr) as c:
+        c.sendall(frame(b"p"))
+        assert recv_exact(c, 3 + 5) == b"RAW" + frame(b"p")
 
 
 def test_batch_mode(S):
@@ -257,14 +252,13 @@ def test_batch_mode(S):
         seen.append(list(batch))
         return [f.upper() for f in batch]
 
-    with serving(S, handler, framing=S.LengthPrefix(), batch=True) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(frames(b"a", b"b", b"c"))
-            assert read_frames(c, 3) == [b"A", b"B", b"C"]
-            c.sendall(frames(b"d") + frame(b"e")[:3])
-            assert read_frame(c) == b"D"
-            c.sendall(frame(b"e")[3:])
-            assert read_frame(c) == b"E"
+    with serving(S, handler, framing=S.LengthPrefix(), batch=True) as (server, addr), connect(addr) as c:
+        c.sendall(frames(b"a", b"b", b"c"))
+        assert read_frames(c, 3) == [b"A", b"B", b"C"]
+        c.sendall(frames(b"d") + frame(b"e")[:3])
+        assert read_frame(c) == b"D"
+        c.sendall(frame(b"e")[3:])
+        assert read_frame(c) == b"E"
     assert seen[0] == [b"a", b"b", b"c"]  # one call for one read
     assert [f for batch in seen for f in batch] == [b"a", b"b", b"c", b"d", b"e"]
     assert all(type(f) is bytes for batch in seen for f in batch)
@@ -276,12 +270,11 @@ def test_batch_handler_returning_none_or_generator(S):
             return None
         return (f + b"!" for f in batch)
 
-    with serving(S, handler, framing=S.Delimiter(b"\n"), batch=True) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(b"none\nx\ny\n")
-            wait_until(lambda: server.stats()["frames_in"] == 3, what="the first batch")
-            c.sendall(b"z\n")
-            assert recv_exact(c, 3) == b"z!\n"
+    with serving(S, handler, framing=S.Delimiter(b"\n"), batch=True) as (server, addr), connect(addr) as c:
+        c.sendall(b"none\nx\ny\n")
+        wait_until(lambda: server.stats()["frames_in"] == 3, what="the first batch")
+        c.sendall(b"z\n")
+        assert recv_exact(c, 3) == b"z!\n"
 
 
 # ---- raw mode -----------------------------------------------------------------------------
@@ -299,14 +292,13 @@ def test_raw_mode_consumes_what_it_returns(S):
         conn.write(bytes(data[:end]).upper() + b"\n")
         return end + 1
 
-    with serving(S, handler) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(b"hel")
-            wait_until(lambda: seen, what="the first call")
-            c.sendall(b"lo\nwor")
-            assert recv_exact(c, 6) == b"HELLO\n"
-            c.sendall(b"ld\nagain\nand\n")
-            assert recv_exact(c, 6 + 6 + 4) == b"WORLD\nAGAIN\nAND\n"
+    with serving(S, handler) as (server, addr), connect(addr) as c:
+        c.sendall(b"hel")
+        wait_until(lambda: seen, what="the first call")
+        c.sendall(b"lo\nwor")
+        assert recv_exact(c, 6) == b"HELLO\n"
+        c.sendall(b"ld\nagain\nand\n")
+        assert recv_exact(c, 6 + 6 + 4) == b"WORLD\nAGAIN\nAND\n"
     assert seen[0] == b"hel" and seen[1] == b"hello\nwor"
     assert b"again\nand\n" in seen  # called again with what is left while it consumes
 
@@ -319,11 +311,10 @@ def test_raw_view_is_released_and_kept_slices_stay_intact(S):
         conn.write(b"k")
         return len(data)
 
-    with serving(S, handler, read_size=4096) as (server, addr):
-        with connect(addr) as c:
-            for i in range(20):
-                c.sendall(b"%04d" % i)
-                assert recv_exact(c, 1) == b"k"
+    with serving(S, handler, read_size=4096) as (server, addr), connect(addr) as c:
+        for i in range(20):
+            c.sendall(b"%04d" % i)
+            assert recv_exact(c, 1) == b"k"
     for view, piece, copy in kept:
         with pytest.raises(ValueError):
             view[0]  # released when the handler returned
@@ -341,10 +332,9 @@ def test_raw_mode_send_is_refused_and_write_works(S):
         conn.write(bytearray(data))
         return len(data)
 
-    with serving(S, handler) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(b"ping")
-            assert recv_exact(c, 4) == b"ping"
+    with serving(S, handler) as (server, addr), connect(addr) as c:
+        c.sendall(b"ping")
+        assert recv_exact(c, 4) == b"ping"
     assert len(errors) == 1
 
 
@@ -459,15 +449,14 @@ def _settled(server, bytes_out):
 
 
 def test_every_reply_of_one_read_leaves_in_one_send(S):
-    with serving(S, lambda conn, f: f * 2, framing=S.LengthPrefix()) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(frame(b"warm"))
-            assert read_frame(c) == b"warmwarm"
-            before = _settled(server, 12)
-            c.sendall(frames(*[b"%02d" % i for i in range(50)]))  # one segment: one read
-            replies = read_frames(c, 50)
-            assert replies == [b"%02d" % i * 2 for i in range(50)]
-            after = _settled(server, 12 + 50 * 8)
+    with serving(S, lambda conn, f: f * 2, framing=S.LengthPrefix()) as (server, addr), connect(addr) as c:
+        c.sendall(frame(b"warm"))
+        assert read_frame(c) == b"warmwarm"
+        before = _settled(server, 12)
+        c.sendall(frames(*[b"%02d" % i for i in range(50)]))  # one segment: one read
+        replies = read_frames(c, 50)
+        assert replies == [b"%02d" % i * 2 for i in range(50)]
+        after = _settled(server, 12 + 50 * 8)
     assert after["frames_in"] - before["frames_in"] == 50
     # 50 replies, one send (a loopback segment of 300 bytes arrives in one read: one turn)
     assert after["writes"] - before["writes"] == 1
@@ -481,14 +470,13 @@ def test_replies_of_a_batch_and_of_sends_share_the_syscall(S):
         conn.write(b"|")
         return batch
 
-    with serving(S, handler, framing=S.LengthPrefix(), batch=True) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(frame(b"warm"))
-            recv_exact(c, 8 + 1 + 8)
-            before = _settled(server, 17)["writes"]
-            c.sendall(frames(*[b"x"] * 20))
-            recv_exact(c, 20 * 5 + 1 + 20 * 5)
-            assert _settled(server, 17 + 201)["writes"] - before == 1
+    with serving(S, handler, framing=S.LengthPrefix(), batch=True) as (server, addr), connect(addr) as c:
+        c.sendall(frame(b"warm"))
+        recv_exact(c, 8 + 1 + 8)
+        before = _settled(server, 17)["writes"]
+        c.sendall(frames(*[b"x"] * 20))
+        recv_exact(c, 20 * 5 + 1 + 20 * 5)
+        assert _settled(server, 17 + 201)["writes"] - before == 1
 
 
 # ---- scale: 1,000 connections, frames split at every byte boundary -------------------------
@@ -509,7 +497,7 @@ def test_a_stream_cut_at_every_byte_boundary(S, name, make):
             with connect(addr) as c:
                 base = server.stats()["bytes_in"]
                 c.sendall(stream[:cut])
-                wait_until(lambda: server.stats()["bytes_in"] == base + cut, what="the first part read")
+                wait_until(lambda b=base + cut: server.stats()["bytes_in"] == b, what="the first part read")
                 c.sendall(stream[cut:])
                 assert recv_exact(c, len(expected)) == expected
 

@@ -9,7 +9,6 @@ import struct
 import time
 
 import pytest
-
 from serverutil import (
     LOCAL,
     WAIT,
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def S(server_impl):
+def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
     return server_impl
 
 
@@ -65,7 +64,7 @@ def test_4gib_length_prefix_closes_only_that_connection(S):
             good.sendall(frame(b"after"))
             assert read_frame(good) == b"after"
         wait_until(lambda: len(rec.closes()) == 2, what="both closed")
-    exc = [e for _, e in rec.closes() if e is not None][0]
+    exc = next(e for _, e in rec.closes() if e is not None)
     assert isinstance(exc, FrameTooLarge) and exc.size == 0xFFFFFFFF and exc.limit == 16 * 1024 * 1024
     assert server.stats()["errors"] == 1
 
@@ -168,10 +167,9 @@ def test_on_error_keeps_the_connection_open(S, caplog):
         got.append(exc)
         conn.send(b"error: " + exc.args[0])
 
-    with serving(S, handler, framing=S.LengthPrefix(), on_error=on_error) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(frames(b"a", b"bad1", b"b", b"bad2", b"c"))
-            assert read_frames(c, 5) == [b"a", b"error: bad1", b"b", b"error: bad2", b"c"]
+    with serving(S, handler, framing=S.LengthPrefix(), on_error=on_error) as (server, addr), connect(addr) as c:
+        c.sendall(frames(b"a", b"bad1", b"b", b"bad2", b"c"))
+        assert read_frames(c, 5) == [b"a", b"error: bad1", b"b", b"error: bad2", b"c"]
     assert [e.args[0] for e in got] == [b"bad1", b"bad2"]
     assert not _server_errors(caplog)
     assert server.stats()["errors"] == 2  # counted whether handled or not
@@ -233,30 +231,27 @@ def test_hook_exceptions_are_logged_and_close_the_connection(S, caplog):
 def test_bad_reply_types_are_type_errors_on_the_error_path(S, reply):
     got = []
     with serving(S, lambda conn, f: reply, framing=S.LengthPrefix(), on_error=lambda c, e: got.append(e)) as (
-            server, addr):
-        with connect(addr) as c:
-            c.sendall(frame(b"x"))
-            wait_until(lambda: got, what="on_error")
+            server, addr), connect(addr) as c:
+        c.sendall(frame(b"x"))
+        wait_until(lambda: got, what="on_error")
     assert isinstance(got[0], TypeError)
 
 
 def test_reply_too_large_for_the_framing(S):
     got = []
     with serving(S, lambda conn, f: b"y" * 300, framing=S.LengthPrefix(1), on_error=lambda c, e: got.append(e)) as (
-            server, addr):
-        with connect(addr) as c:
-            c.sendall(b"\x01x")
-            wait_until(lambda: got, what="on_error")
+            server, addr), connect(addr) as c:
+        c.sendall(b"\x01x")
+        wait_until(lambda: got, what="on_error")
     assert isinstance(got[0], FrameTooLarge)
 
 
 def test_batch_handler_returning_bytes_is_a_type_error(S):
     got = []
     with serving(S, lambda conn, frames: b"not a list", framing=S.LengthPrefix(), batch=True,
-                 on_error=lambda c, e: got.append(e)) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(frame(b"x"))
-            wait_until(lambda: got, what="on_error")
+                 on_error=lambda c, e: got.append(e)) as (server, addr), connect(addr) as c:
+        c.sendall(frame(b"x"))
+        wait_until(lambda: got, what="on_error")
     assert isinstance(got[0], TypeError)
 
 

@@ -9,7 +9,6 @@ import socket as stdsocket
 import time
 
 import pytest
-
 from serverutil import (
     WAIT,
     Child,
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def S(server_impl):
+def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
     return server_impl
 
 

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from serverutil import (
     LOCAL,
     WAIT,
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def S(server_impl):
+def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
     return server_impl
 
 
@@ -120,17 +119,16 @@ def test_stop_answers_frames_the_kernel_holds(S):
             gate.wait(WAIT)  # keeps the loop busy while the client sends more
         return f
 
-    with serving(S, handler, framing=S.LengthPrefix(), on_close=rec.on_close) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(frame(b"block"))
-            assert entered.wait(WAIT)
-            c.sendall(frames(*[b"k%d" % i for i in range(100)]))
-            server.stop(grace=WAIT)
-            gate.set()
-            assert read_frame(c) == b"block"
-            for i in range(100):
-                assert read_frame(c) == b"k%d" % i
-            assert is_eof(c)  # then the half-close
+    with serving(S, handler, framing=S.LengthPrefix(), on_close=rec.on_close) as (server, addr), connect(addr) as c:
+        c.sendall(frame(b"block"))
+        assert entered.wait(WAIT)
+        c.sendall(frames(*[b"k%d" % i for i in range(100)]))
+        server.stop(grace=WAIT)
+        gate.set()
+        assert read_frame(c) == b"block"
+        for i in range(100):
+            assert read_frame(c) == b"k%d" % i
+        assert is_eof(c)  # then the half-close
     assert rec.closes()[0][1] is None
 
 
@@ -145,10 +143,9 @@ def test_stop_before_serve_forever_returns_at_once_and_closes_listeners(S):
     assert not t.is_alive()
     assert server.stats()["listeners"] == 0 and server.addresses == []
     addr = server.listen(LOCAL)  # and it can serve again
-    with Running(server):
-        with connect(addr) as c:
-            c.sendall(frame(b"x"))
-            assert read_frame(c) == b"x"
+    with Running(server), connect(addr) as c:
+        c.sendall(frame(b"x"))
+        assert read_frame(c) == b"x"
     server.close()
 
 

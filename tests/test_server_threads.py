@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from serverutil import (
     LOCAL,
     WAIT,
@@ -33,7 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def S(server_impl):
+def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
     return server_impl
 
 
@@ -66,10 +65,9 @@ def test_replies_from_one_worker_thread_keep_their_order(S):
             pool.submit(conn.send, f)
             return None
 
-        with serving(S, handler, framing=S.LengthPrefix()) as (server, addr):
-            with connect(addr) as c:
-                c.sendall(frames(*[b"%d" % i for i in range(500)]))
-                assert read_frames(c, 500) == [b"%d" % i for i in range(500)]
+        with serving(S, handler, framing=S.LengthPrefix()) as (server, addr), connect(addr) as c:
+            c.sendall(frames(*[b"%d" % i for i in range(500)]))
+            assert read_frames(c, 500) == [b"%d" % i for i in range(500)]
 
 
 def test_cross_thread_send_write_close_are_applied_in_call_order(S):
@@ -143,7 +141,7 @@ def test_cross_thread_send_to_a_connection_known_closed_raises(S):
     rec = Recorder()
     with serving(S, lambda conn, f: f, framing=S.LengthPrefix(), on_connect=rec.on_connect,
                  on_close=rec.on_close) as (server, addr):
-        with connect(addr) as c:
+        with connect(addr):
             wait_until(lambda: rec.connected, what="the connection")
         wait_until(rec.closes, what="on_close")
         conn = rec.connected[0]

@@ -10,7 +10,6 @@ import signal
 import time
 
 import pytest
-
 from serverutil import (
     WAIT,
     Child,
@@ -62,7 +61,7 @@ WORKERS_SERVER = """
 
 
 @pytest.fixture
-def S(server_impl):
+def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
     return server_impl
 
 

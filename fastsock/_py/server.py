@@ -82,7 +82,7 @@ class _Epoll:
         self.unregister = self._ep.unregister
 
     def wait(self, timeout: float) -> list[tuple[int, int]]:
-        return self._ep.poll(timeout)  # type: ignore[no-any-return]  # -1: forever; PEP 475
+        return self._ep.poll(timeout)  # -1: forever; PEP 475
 
     def close(self) -> None:
         self._ep.close()
@@ -134,7 +134,7 @@ def _scanner_for(framing: Framing) -> Callable[[Any, memoryview, int, int, int],
         limit = framing.max_size
 
         def scan_length(buf: Any, view: memoryview, pos: int, end: int, resume: int) -> ScanResult:
-            frames = []
+            frames: list[bytes] = []
             append = frames.append
             while end - pos >= width:
                 (size,) = unpack(buf, pos)
@@ -151,7 +151,7 @@ def _scanner_for(framing: Framing) -> Callable[[Any, memoryview, int, int, int],
     scan = framing._scan
 
     def scan_generic(buf: Any, view: memoryview, pos: int, end: int, resume: int) -> ScanResult:
-        frames = []
+        frames: list[bytes] = []
         try:
             while pos < end:
                 header, size, total = scan(buf, pos, end, resume)
@@ -252,6 +252,24 @@ class Connection:
     peer: Any
     sockname: Any
     data: Any
+    _sock: _stdsocket.socket
+    _fd: int
+    _held: Optional[bytearray]
+    _resume: int
+    _need: int
+    _out: bytearray
+    _hold: int
+    _events: int
+    _want_write: bool
+    _dirty: bool
+    _ready: bool
+    _close_exc: Optional[BaseException]
+    _aborted: bool
+    _xclosed: bool
+    _last_io: float
+    _frame_start: Optional[float]
+    _frame_armed: bool
+    _stop: int
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("Connection objects are created by a fastsock.Server, not instantiated")
@@ -265,7 +283,7 @@ class Connection:
         self.data = None
         self._sock = sock
         self._fd = sock.fileno()
-        self._held: Optional[bytearray] = None  # the bytes of an unfinished frame (or of held frames)
+        self._held = None  # the bytes of an unfinished frame (or of held frames)
         self._resume = 0  # where the unfinished frame's delimiter search resumes
         self._need = 0  # the unfinished frame's total size, when its header told it
         self._out = bytearray()  # queued output
@@ -274,11 +292,11 @@ class Connection:
         self._want_write = False  # output the kernel did not take: wait for EPOLLOUT
         self._dirty = False  # in the server's end-of-turn list
         self._ready = False  # in the server's held-over deliveries
-        self._close_exc: Optional[BaseException] = None
+        self._close_exc = None
         self._aborted = False
         self._xclosed = False  # close()/abort() called from another thread, not applied yet
         self._last_io = now
-        self._frame_start: Optional[float] = None
+        self._frame_start = None
         self._frame_armed = False
         self._stop = 0
         return self
@@ -725,7 +743,7 @@ class Server:
         if hook is not None:
             try:
                 hook(conn)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 _sb.log_exception("on_connect", conn, exc)
                 self._close(conn, exc)
 
@@ -766,16 +784,21 @@ class Server:
             self._deliver(conn, held, old + n, old)
         return True
 
+    def _scan_buffer(self, conn: Connection, buf: bytearray, end: int) -> ScanResult:
+        """Every complete frame of buf[:end] (the scratch buffer, or the connection's own)."""
+        scan = self._scan
+        assert scan is not None
+        if buf is self._scratch:
+            view = self._smv
+            assert view is not None
+            return scan(buf, view, 0, end, 0)
+        with memoryview(buf) as held:  # released before the buffer is trimmed
+            return scan(buf, held, 0, end, conn._resume)
+
     def _deliver_frames(self, conn: Connection, buf: bytearray, end: int, old: int) -> None:
         """Per-frame mode: handler(conn, frame) for each complete frame of buf[:end] (the
         first `old` bytes were held from earlier reads), until the connection holds."""
-        view = self._smv if buf is self._scratch else memoryview(buf)
-        try:
-            frames, pos, need, resume, error = self._scan(  # type: ignore[misc]
-                buf, view, 0, end, conn._resume if old else 0)
-        finally:
-            if buf is not self._scratch:
-                view.release()  # type: ignore[union-attr]
+        frames, pos, need, resume, error = self._scan_buffer(conn, buf, end)
         handler = self._handler
         done = 0
         for frame in frames:
@@ -784,7 +807,7 @@ class Server:
                 reply = handler(conn, frame)
                 if reply is not None:
                     self._reply(conn, reply)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 self._handler_error(conn, exc)
             if conn._hold:
                 break
@@ -797,13 +820,7 @@ class Server:
 
     def _deliver_batch(self, conn: Connection, buf: bytearray, end: int, old: int) -> None:
         """batch=True: handler(conn, frames) once with every complete frame of buf[:end]."""
-        view = self._smv if buf is self._scratch else memoryview(buf)
-        try:
-            frames, pos, need, resume, error = self._scan(  # type: ignore[misc]
-                buf, view, 0, end, conn._resume if old else 0)
-        finally:
-            if buf is not self._scratch:
-                view.release()  # type: ignore[union-attr]
+        frames, pos, need, resume, error = self._scan_buffer(conn, buf, end)
         if frames:
             self._frames_in += len(frames)
             try:
@@ -814,7 +831,7 @@ class Server:
                                         f"not {type(replies).__name__}")
                     for reply in replies:
                         self._reply(conn, reply)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 self._handler_error(conn, exc)
         self._keep(conn, buf, pos, end, old, need, resume, error)
 
@@ -836,7 +853,7 @@ class Server:
                     n = operator.index(n)
                 if not 0 <= n <= end - pos:
                     raise ValueError(f"a raw-mode handler consumed {n} bytes of the {end - pos} it was given")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 n = 0
                 self._handler_error(conn, exc)
             finally:
@@ -892,14 +909,13 @@ class Server:
             conn._held = None
             return
         held = end - pos
-        if not conn._hold:
-            if held >= self._max_buffer or need > self._max_buffer:
-                self._errors += 1
-                self._close(conn, FrameTooLarge(max(held, need), self._max_buffer,
-                                                f"a frame of {max(held, need)} bytes cannot fit the connection's "
-                                                f"max_buffer of {self._max_buffer} bytes"))
-                conn._held = None
-                return
+        if not conn._hold and (held >= self._max_buffer or need > self._max_buffer):
+            self._errors += 1
+            self._close(conn, FrameTooLarge(max(held, need), self._max_buffer,
+                                            f"a frame of {max(held, need)} bytes cannot fit the connection's "
+                                            f"max_buffer of {self._max_buffer} bytes"))
+            conn._held = None
+            return
         if pos >= old or conn._frame_start is None:
             conn._frame_start = self._now
             self._arm_frame_timer(conn)
@@ -986,7 +1002,7 @@ class Server:
             try:
                 on_error(conn, exc)
                 return
-            except Exception as again:
+            except Exception as again:  # noqa: BLE001  (a handler's failure must not end the loop)
                 exc = again
             _sb.log_exception("on_error", conn, exc)
         else:
@@ -1049,7 +1065,7 @@ class Server:
         if hook is not None:
             try:
                 hook(conn, conn._close_exc)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 _sb.log_exception("on_close", conn, exc)
 
     def _pause(self, conn: Connection) -> None:
@@ -1177,7 +1193,7 @@ class Server:
         for fn, args in self._calls.take():
             try:
                 fn(*args)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 _sb.log_exception(f"call_soon_threadsafe callback {fn!r}", None, exc)
 
     # -- timers -------------------------------------------------------------------------
