@@ -4,7 +4,6 @@ Connection API, stats, and "every reply of one read leaves in one system call"."
 from __future__ import annotations
 
 import errno
-import os
 import socket as stdsocket
 import threading
 import time
@@ -601,8 +600,13 @@ def test_serve_function_listens_and_returns_when_stopped(S, tmp_path):
     t = threading.Thread(target=S.serve, args=(handler, path), kwargs=dict(framing=S.LengthPrefix()))
     t.start()
     try:
-        wait_until(lambda: os.path.exists(path), what="the AF_UNIX listener")
-        with connect(path) as c:
+        def listening():
+            try:
+                return connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):  # not bound, or bound but not listening yet
+                return None
+
+        with wait_until(listening, what="the AF_UNIX listener") as c:
             c.sendall(frame(b"bye"))
             assert read_frame(c) == b"bye"
     finally:

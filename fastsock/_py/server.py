@@ -334,9 +334,26 @@ class Connection:
             return
         if self._hold & _CLOSING:
             raise _sb.closed_error()
-        if type(data) is not bytes:
+        kind = type(data)
+        if kind is memoryview and data.c_contiguous:
+            size = data.nbytes
+        elif kind is bytes or kind is bytearray:
+            size = len(data)
+        else:
             data = _as_buffer(data, "write() data")
-        server._queue(self, data, server._raw)
+            size = len(data)
+        out = self._out
+        if len(out) + size > server._write_limit:
+            raise BufferError(f"queuing {size} more bytes would exceed the connection's write_limit of "
+                              f"{server._write_limit} bytes ({len(out)} queued)")
+        out += data
+        server._frames_out += server._raw
+        if len(out) > server._high and not self._hold & _BACKPRESSURE:
+            self._hold |= _BACKPRESSURE
+            server._paused += 1
+        if not self._dirty:
+            self._dirty = True
+            server._dirty.append(self)
 
     # -- control ----------------------------------------------------------------------
 
@@ -504,6 +521,12 @@ class Server:
             self._scan = _scanner_for(o.framing)
             self._encode = _encoder_for(o.framing)
             self._deliver = self._deliver_batch if o.batch else self._deliver_frames
+        # the per-frame loop's inline framing of bytes replies (LengthPrefix only; else _reply)
+        self._pack: Optional[Callable[[int], bytes]] = None
+        self._pack_limit = 0
+        if type(o.framing) is LengthPrefix:
+            self._pack = o.framing._struct.pack  # type: ignore[attr-defined]
+            self._pack_limit = o.framing.max_size
         self._scratch = bytearray(o.read_size)
         self._smv: Optional[memoryview] = memoryview(self._scratch) if o.framing is not None else None
 
@@ -752,12 +775,17 @@ class Server:
     def _read(self, conn: Connection) -> bool:
         """One recv for `conn`, then the delivery of what it completes. True if bytes came."""
         held = conn._held
-        room = self._max_buffer - (len(held) if held is not None else 0)
-        if room <= 0:
-            return False
+        if held is None:
+            size = self._read_size  # <= max_buffer
+        else:
+            size = self._max_buffer - len(held)
+            if size <= 0:
+                return False
+            if size > self._read_size:
+                size = self._read_size
         scratch = self._scratch
         try:
-            n = _recv_into(conn._sock, scratch, room if room < self._read_size else self._read_size)
+            n = _recv_into(conn._sock, scratch, size)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
@@ -800,22 +828,43 @@ class Server:
         first `old` bytes were held from earlier reads), until the connection holds."""
         frames, pos, need, resume, error = self._scan_buffer(conn, buf, end)
         handler = self._handler
-        done = 0
+        pack = self._pack  # LengthPrefix: bytes replies are framed right here (see _reply)
+        limit = self._pack_limit
+        high = self._high
+        hard = self._write_limit
+        done = replies = 0
         for frame in frames:
             done += 1
             try:
                 reply = handler(conn, frame)
                 if reply is not None:
-                    self._reply(conn, reply)
+                    out = conn._out
+                    if type(reply) is bytes and pack is not None and len(reply) <= limit and \
+                            len(out) + len(reply) + 8 <= hard:
+                        out += pack(len(reply))
+                        out += reply
+                        replies += 1
+                        if len(out) > high and not conn._hold & _BACKPRESSURE:
+                            conn._hold |= _BACKPRESSURE
+                            self._paused += 1
+                    else:
+                        self._reply(conn, reply)
             except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 self._handler_error(conn, exc)
             if conn._hold:
                 break
         self._frames_in += done
+        if replies:
+            self._frames_out += replies
+            if not conn._dirty:
+                conn._dirty = True
+                self._dirty.append(conn)
         if done < len(frames):  # held part-way: resume after the frames delivered
             pos = _skip_frames(self._framing, buf, done)  # type: ignore[arg-type]
             need = resume = 0
             error = None
+        elif pos >= end and not old and conn._frame_start is None and not conn._hold:
+            return  # all consumed, nothing was held: nothing to keep
         self._keep(conn, buf, pos, end, old, need, resume, error)
 
     def _deliver_batch(self, conn: Connection, buf: bytearray, end: int, old: int) -> None:
@@ -841,8 +890,7 @@ class Server:
         pos = 0
         calls = 0
         while pos < end and not conn._hold:
-            base = memoryview(buf)
-            view = base[pos:end].toreadonly()
+            view = memoryview(buf)[pos:end].toreadonly()  # the intermediate views die at once
             calls += 1
             try:
                 n = handler(conn, view)
@@ -861,7 +909,6 @@ class Server:
                     view.release()
                 except BufferError:  # exported by the handler: it keeps the memory (handed over below)
                     pass
-                base.release()
             if not n:
                 break
             pos += n
@@ -871,6 +918,8 @@ class Server:
                 buf.append(buf.pop())  # refused while a slice of a view is still alive ...
             except BufferError:  # ... so that memory is the application's now: never reused
                 self._scratch = bytearray(self._read_size)
+            if pos >= end and conn._frame_start is None and not conn._hold:
+                return  # all consumed, nothing was held: nothing to keep
         self._keep(conn, buf, pos, end, old, 0, 0, None)
 
     def _keep(self, conn: Connection, buf: bytearray, pos: int, end: int, old: int, need: int, resume: int,
@@ -1120,44 +1169,56 @@ class Server:
         """One send per connection with queued output, then each one's state follows."""
         dirty = self._dirty
         self._dirty = []
+        now = self._now
+        writes = sent_total = 0
         for conn in dirty:
             conn._dirty = False
-            if conn._fd < 0:
-                continue
-            if conn._aborted:
-                self._finalize(conn)
-                continue
             out = conn._out
-            if out and not conn._want_write:
+            if out and not conn._want_write and not conn._aborted and conn._fd >= 0:
                 try:
                     sent = _send(conn._sock, out, _MSG_NOSIGNAL)
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 except OSError as exc:
-                    self._writes += 1
+                    writes += 1
                     if not conn._hold & _CLOSING:
                         conn._close_exc = exc
                     self._finalize(conn)
                     continue
-                self._writes += 1
+                writes += 1
                 if sent:
-                    self._bytes_out += sent
-                    conn._last_io = self._now
+                    sent_total += sent
+                    conn._last_io = now
                     del out[:sent]
-                conn._want_write = bool(out)
-                if conn._hold & _BACKPRESSURE and len(out) <= self._low:
-                    conn._hold &= ~_BACKPRESSURE
-                    self._paused -= 1
-                    self._unheld(conn, mark=False)  # this pass handles it
-            if conn._hold & _CLOSING:
-                if not out:
-                    self._finalize(conn)
-                    continue
-            elif conn._stop == _DRAINED and not out and not conn._hold:
-                self._half_close(conn)
-                if conn._fd < 0:
-                    continue
-            self._update_events(conn)
+                if out:
+                    conn._want_write = True
+                elif not conn._hold and not conn._stop and conn._events == READ:
+                    continue  # the common case: all sent, reading on
+            self._after_send(conn)
+        self._writes += writes
+        self._bytes_out += sent_total
+
+    def _after_send(self, conn: Connection) -> None:
+        """A dirty connection's state after its send (or without one)."""
+        if conn._fd < 0:
+            return
+        if conn._aborted:
+            self._finalize(conn)
+            return
+        out = conn._out
+        if conn._hold & _BACKPRESSURE and len(out) <= self._low:
+            conn._hold &= ~_BACKPRESSURE
+            self._paused -= 1
+            self._unheld(conn, mark=False)  # this pass handles it
+        if conn._hold & _CLOSING:
+            if not out:
+                self._finalize(conn)
+                return
+        elif conn._stop == _DRAINED and not out and not conn._hold:
+            self._half_close(conn)
+            if conn._fd < 0:
+                return
+        self._update_events(conn)
 
     def _half_close(self, conn: Connection) -> None:
         conn._held = None
@@ -1303,11 +1364,13 @@ class Server:
 
     def _loop(self, waiter: _Waiter, handlers: _sb.SignalHandlers) -> None:
         conns = self._conns
-        wait = waiter.wait
+        wait = waiter._ep.poll if isinstance(waiter, _Epoll) else waiter.wait
         calls_fd = self._calls.fileno()
         signal_fd = handlers.fileno()
         listeners = self._listeners
         read = self._read
+        write_events = _WRITE_EVENTS
+        read_events = _READ_EVENTS
         while True:
             if self._stop_requested and not self._stopping:
                 self._begin_stop()
@@ -1317,19 +1380,25 @@ class Server:
                 if monotonic() >= self._stop_deadline:
                     self._end_grace()
                     continue
-            events = wait(self._next_timeout())
+            if self._ready or self._dirty or self._idle_heap or self._frame_heap or self._accept_after or \
+                    self._stopping:
+                events = wait(self._next_timeout())
+            else:
+                events = wait(-1.0)
             now = self._now = monotonic()
             calls = False
             for fd, mask in events:
                 conn = conns.get(fd)
                 if conn is not None:
-                    if mask & _WRITE_EVENTS and conn._want_write:  # ERROR/HANGUP: the send tells
+                    if mask & write_events and conn._want_write:  # ERROR/HANGUP: the send tells
                         conn._want_write = False
                         if not conn._dirty:
                             conn._dirty = True
                             self._dirty.append(conn)
-                    if mask & _READ_EVENTS:
-                        if conn._stop == _HALF_CLOSED:
+                    if mask & read_events:
+                        if not conn._hold and not conn._stop:
+                            read(conn)
+                        elif conn._stop == _HALF_CLOSED:
                             self._discard(conn)
                         elif not conn._hold and conn._events & READ:
                             read(conn)
@@ -1343,7 +1412,8 @@ class Server:
                 self._run_ready()
             if calls:
                 self._run_calls()
-            self._run_timers(now)
+            if self._idle_heap or self._frame_heap or self._accept_after:
+                self._run_timers(now)
             if self._dirty:
                 self._flush()
 
