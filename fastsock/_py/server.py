@@ -43,7 +43,7 @@ from .poller import ERROR, HANGUP, READ, WRITE, Poller
 
 __all__ = ["Server", "Connection", "serve", "IdleTimeout", "FrameTimeout"]
 
-_recv_into = _stdsocket.socket.recv_into
+_recv = _stdsocket.socket.recv
 _send = _stdsocket.socket.send
 _MSG_NOSIGNAL = getattr(_stdsocket, "MSG_NOSIGNAL", 0)
 _READ_EVENTS = READ | ERROR | HANGUP
@@ -116,12 +116,14 @@ def _make_waiter() -> _Waiter:
 # -- framing: the one place that scans and the one place that encodes -------------------
 
 
-def _scanner_for(framing: Framing) -> Callable[[Any, memoryview, int, int, int], ScanResult]:
+def _scanner_for(framing: Framing) -> Callable[[Any, Optional[memoryview], int, int, int], ScanResult]:
     """scan(buf, view, pos, end, resume) -> (frames, stop, need, resume, error): every
-    complete frame of buf[pos:end] as bytes, `stop` the offset after the last of them, then
-    for the unfinished frame at `stop` the bytes it needs in all (0: unknown) and where its
-    delimiter search resumes; `error` is the FrameTooLarge/FramingError raised by the frame
-    at `stop` (the frames before it are returned: they are delivered first).
+    complete frame of buf[pos:end] as bytes (sliced from `buf` when it is bytes and `view`
+    None, else copied out of `view`, a memoryview of the bytearray `buf`), `stop` the offset
+    after the last of them, then for the unfinished frame at `stop` the bytes it needs in
+    all (0: unknown) and where its delimiter search resumes; `error` is the FrameTooLarge /
+    FramingError raised by the frame at `stop` (the frames before it are returned: they are
+    delivered first).
 
     Everything goes through the framing's `_scan` (and will go through `_scan_many` when the
     framings have it); LengthPrefix gets the same checks inlined, being the common case."""
@@ -133,7 +135,7 @@ def _scanner_for(framing: Framing) -> Callable[[Any, memoryview, int, int, int],
         unpack = framing._struct.unpack_from  # type: ignore[attr-defined]
         limit = framing.max_size
 
-        def scan_length(buf: Any, view: memoryview, pos: int, end: int, resume: int) -> ScanResult:
+        def scan_length(buf: Any, view: Optional[memoryview], pos: int, end: int, resume: int) -> ScanResult:
             frames: list[bytes] = []
             append = frames.append
             while end - pos >= width:
@@ -143,14 +145,14 @@ def _scanner_for(framing: Framing) -> Callable[[Any, memoryview, int, int, int],
                 stop = pos + width + size
                 if stop > end:
                     return frames, pos, width + size, 0, None
-                append(view[pos + width:stop].tobytes())
+                append(buf[pos + width:stop] if view is None else view[pos + width:stop].tobytes())
                 pos = stop
             return frames, pos, 0, 0, None
 
         return scan_length
     scan = framing._scan
 
-    def scan_generic(buf: Any, view: memoryview, pos: int, end: int, resume: int) -> ScanResult:
+    def scan_generic(buf: Any, view: Optional[memoryview], pos: int, end: int, resume: int) -> ScanResult:
         frames: list[bytes] = []
         try:
             while pos < end:
@@ -158,7 +160,7 @@ def _scanner_for(framing: Framing) -> Callable[[Any, memoryview, int, int, int],
                 if header < 0:
                     return frames, pos, size, total if size == 0 else 0, None
                 start = pos + header
-                frames.append(view[start:start + size].tobytes())
+                frames.append(buf[start:start + size] if view is None else view[start:start + size].tobytes())
                 pos += total
                 resume = 0
         except (FrameTooLarge, FramingError) as exc:
@@ -514,21 +516,13 @@ class Server:
         self._write_limit = o.write_limit
         self._raw = 1 if o.framing is None else 0  # what a write() adds to frames_out
         if o.framing is None:
-            self._scan: Optional[Callable[[Any, memoryview, int, int, int], ScanResult]] = None
+            self._scan: Optional[Callable[[Any, Optional[memoryview], int, int, int], ScanResult]] = None
             self._encode: Optional[Callable[[Any], tuple[Bytes, bytes, bytes]]] = None
-            self._deliver = self._deliver_raw
+            self._deliver: Callable[[Connection, Union[bytes, bytearray], int, int], None] = self._deliver_raw
         else:
             self._scan = _scanner_for(o.framing)
             self._encode = _encoder_for(o.framing)
             self._deliver = self._deliver_batch if o.batch else self._deliver_frames
-        # the per-frame loop's inline framing of bytes replies (LengthPrefix only; else _reply)
-        self._pack: Optional[Callable[[int], bytes]] = None
-        self._pack_limit = 0
-        if type(o.framing) is LengthPrefix:
-            self._pack = o.framing._struct.pack  # type: ignore[attr-defined]
-            self._pack_limit = o.framing.max_size
-        self._scratch = bytearray(o.read_size)
-        self._smv: Optional[memoryview] = memoryview(self._scratch) if o.framing is not None else None
 
         self._calls = _sb.CallQueue()
         self._state_lock = threading.Lock()
@@ -553,6 +547,8 @@ class Server:
         self._plan: Optional[_sb.ListenPlan] = _sb.ListenPlan() if o.workers > 1 else None
         self._supervisor: Optional[_sb.Supervisor] = None
         self._reset_stats()
+        if type(o.framing) is LengthPrefix and not o.batch:
+            self._deliver = self._length_deliverer()
 
     def _reset_stats(self) -> None:
         self._accepted = self._closed_count = self._frames_in = self._frames_out = 0
@@ -773,7 +769,11 @@ class Server:
     # -- reading and delivering ---------------------------------------------------------
 
     def _read(self, conn: Connection) -> bool:
-        """One recv for `conn`, then the delivery of what it completes. True if bytes came."""
+        """One recv for `conn`, then the delivery of what it completes. True if bytes came.
+
+        A read is a new bytes object (what socket.recv returns): frames are sliced out of
+        it, a raw-mode view of it is read-only by nature and never sees its memory reused;
+        only the bytes of an unfinished frame are copied, to the connection's bytearray."""
         held = conn._held
         if held is None:
             size = self._read_size  # <= max_buffer
@@ -783,91 +783,133 @@ class Server:
                 return False
             if size > self._read_size:
                 size = self._read_size
-        scratch = self._scratch
         try:
-            n = _recv_into(conn._sock, scratch, size)
+            data = _recv(conn._sock, size)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
             self._abort(conn, exc)
             return False
+        n = len(data)
         if not n:
             self._peer_eof(conn)
             return False
         self._bytes_in += n
         conn._last_io = self._now
         if held is None:
-            self._deliver(conn, scratch, n, 0)
+            self._deliver(conn, data, n, 0)
         else:
             old = len(held)
             try:
-                if self._smv is not None:
-                    held += self._smv[:n]
-                else:
-                    with memoryview(scratch) as view:
-                        held += view[:n]
+                held += data
             except BufferError:  # raw mode: the application kept a view of it: it is theirs now
-                with memoryview(scratch) as view:
-                    held = conn._held = bytearray(held) + view[:n]
+                held = conn._held = bytearray(held) + data
             self._deliver(conn, held, old + n, old)
         return True
 
-    def _scan_buffer(self, conn: Connection, buf: bytearray, end: int) -> ScanResult:
-        """Every complete frame of buf[:end] (the scratch buffer, or the connection's own)."""
+    def _scan_buffer(self, conn: Connection, buf: Union[bytes, bytearray], end: int) -> ScanResult:
+        """Every complete frame of buf[:end] (a fresh read, or the connection's held bytes)."""
         scan = self._scan
         assert scan is not None
-        if buf is self._scratch:
-            view = self._smv
-            assert view is not None
-            return scan(buf, view, 0, end, 0)
+        if type(buf) is bytes:
+            return scan(buf, None, 0, end, 0)
         with memoryview(buf) as held:  # released before the buffer is trimmed
             return scan(buf, held, 0, end, conn._resume)
 
-    def _deliver_frames(self, conn: Connection, buf: bytearray, end: int, old: int) -> None:
+    def _deliver_frames(self, conn: Connection, buf: Union[bytes, bytearray], end: int, old: int) -> None:
         """Per-frame mode: handler(conn, frame) for each complete frame of buf[:end] (the
-        first `old` bytes were held from earlier reads), until the connection holds."""
+        first `old` bytes were held from earlier reads), until the connection holds.
+        (LengthPrefix has its own fused loop: _length_deliverer.)"""
         frames, pos, need, resume, error = self._scan_buffer(conn, buf, end)
         handler = self._handler
-        pack = self._pack  # LengthPrefix: bytes replies are framed right here (see _reply)
-        limit = self._pack_limit
-        high = self._high
-        hard = self._write_limit
-        done = replies = 0
+        done = 0
         for frame in frames:
             done += 1
             try:
                 reply = handler(conn, frame)
                 if reply is not None:
-                    out = conn._out
-                    if type(reply) is bytes and pack is not None and len(reply) <= limit and \
-                            len(out) + len(reply) + 8 <= hard:
-                        out += pack(len(reply))
-                        out += reply
-                        replies += 1
-                        if len(out) > high and not conn._hold & _BACKPRESSURE:
-                            conn._hold |= _BACKPRESSURE
-                            self._paused += 1
-                    else:
-                        self._reply(conn, reply)
+                    self._reply(conn, reply)
             except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 self._handler_error(conn, exc)
             if conn._hold:
                 break
         self._frames_in += done
-        if replies:
-            self._frames_out += replies
-            if not conn._dirty:
-                conn._dirty = True
-                self._dirty.append(conn)
         if done < len(frames):  # held part-way: resume after the frames delivered
             pos = _skip_frames(self._framing, buf, done)  # type: ignore[arg-type]
             need = resume = 0
             error = None
-        elif pos >= end and not old and conn._frame_start is None and not conn._hold:
+        elif pos >= end and not old and conn._frame_start is None and not conn._hold:  # a fresh read
             return  # all consumed, nothing was held: nothing to keep
         self._keep(conn, buf, pos, end, old, need, resume, error)
 
-    def _deliver_batch(self, conn: Connection, buf: bytearray, end: int, old: int) -> None:
+    def _length_deliverer(self) -> Callable[[Connection, Union[bytes, bytearray], int, int], None]:
+        """_deliver_frames for LengthPrefix, with the scan fused into the delivery loop (the
+        same checks as LengthPrefix._scan, and as _reply for bytes replies): the common case,
+        where a separate scan pass costs the pure backend a list and a loop per read. A
+        closure, so that its constants are cell loads rather than attribute loads."""
+        framing = self._framing
+        assert type(framing) is LengthPrefix
+        handler = self._handler
+        unpack = framing._struct.unpack_from  # type: ignore[attr-defined]
+        pack = framing._struct.pack  # type: ignore[attr-defined]
+        width = framing.size
+        limit = framing.max_size
+        high = self._high
+        hard = self._write_limit - width
+        reply_slow = self._reply
+        handler_error = self._handler_error
+        keep = self._keep
+
+        def deliver_length(conn: Connection, buf: Union[bytes, bytearray], end: int, old: int) -> None:
+            view = None if type(buf) is bytes else memoryview(buf)
+            pos = done = replies = need = 0
+            error: Optional[Exception] = None
+            out = conn._out  # replaced only by abort(), which drops what is appended to it
+            try:
+                while end - pos >= width:
+                    (size,) = unpack(buf, pos)
+                    if size > limit:
+                        error = FrameTooLarge(size, limit)
+                        break
+                    stop = pos + width + size
+                    if stop > end:
+                        need = width + size
+                        break
+                    frame = buf[pos + width:stop] if view is None else view[pos + width:stop].tobytes()
+                    pos = stop
+                    done += 1
+                    try:
+                        reply = handler(conn, frame)
+                        if reply is not None:
+                            if type(reply) is bytes and (n := len(reply)) <= limit and len(out) + n <= hard:
+                                out += pack(n)
+                                out += reply
+                                replies += 1
+                                if len(out) > high and not conn._hold & _BACKPRESSURE:
+                                    conn._hold |= _BACKPRESSURE
+                                    self._paused += 1
+                            else:
+                                reply_slow(conn, reply)
+                    except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
+                        handler_error(conn, exc)
+                    if conn._hold:
+                        break
+            finally:
+                if view is not None:
+                    view.release()
+            self._frames_in += done
+            if replies:
+                self._frames_out += replies
+                if not conn._dirty:
+                    conn._dirty = True
+                    self._dirty.append(conn)
+            if pos >= end and not old and conn._frame_start is None and not conn._hold:
+                return  # a fresh read, all consumed: nothing to keep
+            keep(conn, buf, pos, end, old, need, 0, error)
+
+        return deliver_length
+
+    def _deliver_batch(self, conn: Connection, buf: Union[bytes, bytearray], end: int, old: int) -> None:
         """batch=True: handler(conn, frames) once with every complete frame of buf[:end]."""
         frames, pos, need, resume, error = self._scan_buffer(conn, buf, end)
         if frames:
@@ -884,45 +926,77 @@ class Server:
                 self._handler_error(conn, exc)
         self._keep(conn, buf, pos, end, old, need, resume, error)
 
-    def _deliver_raw(self, conn: Connection, buf: bytearray, end: int, old: int) -> None:
+    def _deliver_raw(self, conn: Connection, buf: Union[bytes, bytearray], end: int, old: int) -> None:
         """Raw mode: handler(conn, view of buf[pos:end]) while it consumes something."""
         handler = self._handler
+        fresh = type(buf) is bytes  # a view of bytes is read-only, its memory never reused
         pos = 0
         calls = 0
+        if fresh and not conn._hold:  # the common case first: one call consumes all of a read
+            view = memoryview(buf)
+            try:
+                n = handler(conn, view)
+            except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
+                n = 0
+                self._handler_error(conn, exc)
+            try:
+                view.release()
+            except BufferError:  # exported by the handler: it keeps the memory
+                pass
+            calls = 1
+            if n == end and type(n) is int and not conn._hold:
+                self._frames_in += 1
+                if conn._frame_start is not None:
+                    conn._frame_start = None
+                return
+            if type(n) is not int or not 0 <= n <= end:
+                try:
+                    self._check_consumed(n, end)
+                except Exception as exc:  # noqa: BLE001
+                    n = 0
+                    self._handler_error(conn, exc)
+            pos = n
+            if not n:
+                pos = end + 1  # no second call
         while pos < end and not conn._hold:
-            view = memoryview(buf)[pos:end].toreadonly()  # the intermediate views die at once
+            if fresh:
+                view = memoryview(buf) if not pos else memoryview(buf)[pos:end]
+            else:
+                view = memoryview(buf)[pos:end].toreadonly()  # the intermediate views die at once
             calls += 1
             try:
                 n = handler(conn, view)
-                if type(n) is not int:
-                    if isinstance(n, bool) or not hasattr(type(n), "__index__"):
-                        raise TypeError("a raw-mode handler returns the number of bytes it consumed (an int), "
-                                        f"not {type(n).__name__}")
-                    n = operator.index(n)
-                if not 0 <= n <= end - pos:
-                    raise ValueError(f"a raw-mode handler consumed {n} bytes of the {end - pos} it was given")
+                if type(n) is not int or not 0 <= n <= end - pos:
+                    n = self._check_consumed(n, end - pos)
             except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 n = 0
                 self._handler_error(conn, exc)
             finally:
                 try:
                     view.release()
-                except BufferError:  # exported by the handler: it keeps the memory (handed over below)
+                except BufferError:  # exported by the handler: it keeps the memory (see _keep)
                     pass
             if not n:
                 break
             pos += n
         self._frames_in += calls
-        if buf is self._scratch:
-            try:
-                buf.append(buf.pop())  # refused while a slice of a view is still alive ...
-            except BufferError:  # ... so that memory is the application's now: never reused
-                self._scratch = bytearray(self._read_size)
-            if pos >= end and conn._frame_start is None and not conn._hold:
-                return  # all consumed, nothing was held: nothing to keep
+        if pos > end:
+            pos = 0
         self._keep(conn, buf, pos, end, old, 0, 0, None)
 
-    def _keep(self, conn: Connection, buf: bytearray, pos: int, end: int, old: int, need: int, resume: int,
+    @staticmethod
+    def _check_consumed(n: Any, size: int) -> int:
+        """A raw-mode handler's result as the count it consumed (TypeError / ValueError)."""
+        if type(n) is not int:
+            if isinstance(n, bool) or not hasattr(type(n), "__index__"):
+                raise TypeError("a raw-mode handler returns the number of bytes it consumed (an int), "
+                                f"not {type(n).__name__}")
+            n = operator.index(n)
+        if not 0 <= n <= size:
+            raise ValueError(f"a raw-mode handler consumed {n} bytes of the {size} it was given")
+        return int(n)
+
+    def _keep(self, conn: Connection, buf: Union[bytes, bytearray], pos: int, end: int, old: int, need: int, resume: int,
               error: Optional[Exception]) -> None:
         """After a delivery consumed buf[:pos] of buf[:end]: hold the rest (a copy of it, if
         it is in the scratch buffer), run the frame clock, report a framing error."""
@@ -935,21 +1009,18 @@ class Server:
             conn._frame_start = None
             conn._need = conn._resume = 0
             return
-        if buf is self._scratch:
-            if self._smv is not None:
-                conn._held = bytearray(self._smv[pos:end])
-            else:
-                conn._held = buf[pos:end]
+        if type(buf) is bytes:  # a fresh read: copy what is left
+            conn._held = bytearray(memoryview(buf)[pos:end]) if pos else bytearray(buf)
         elif pos:
             try:
-                del buf[:pos]
+                del buf[:pos]  # type: ignore[union-attr]
             except BufferError:  # raw mode: the application kept a view: a new buffer for us
-                conn._held = buf[pos:end]
-        elif self._smv is None:
+                conn._held = buf[pos:end]  # type: ignore[assignment]
+        elif self._raw:
             try:
-                buf.append(buf.pop())
-            except BufferError:
-                conn._held = buf[:end]
+                buf.append(buf.pop())  # type: ignore[union-attr]  # refused while a view of it lives
+            except BufferError:  # ... so that memory is the application's now: never reused
+                conn._held = buf[:end]  # type: ignore[assignment]
         conn._need = need
         conn._resume = resume
         if error is not None:
@@ -986,14 +1057,14 @@ class Server:
     def _discard(self, conn: Connection) -> None:
         """A half-closed connection of a stop: read and drop, close at the peer's EOF."""
         try:
-            n = _recv_into(conn._sock, self._scratch, self._read_size)
+            data = _recv(conn._sock, self._read_size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             conn._close_exc = exc
             self._finalize(conn)
             return
-        if not n:
+        if not data:
             self._finalize(conn)
 
     # -- replies ------------------------------------------------------------------------
@@ -1174,7 +1245,27 @@ class Server:
         for conn in dirty:
             conn._dirty = False
             out = conn._out
-            if out and not conn._want_write and not conn._aborted and conn._fd >= 0:
+            if out and not conn._hold and not conn._want_write and not conn._stop:  # the common case
+                try:
+                    sent = _send(conn._sock, out, _MSG_NOSIGNAL)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as exc:
+                    writes += 1
+                    conn._close_exc = exc
+                    self._finalize(conn)
+                    continue
+                writes += 1
+                sent_total += sent
+                conn._last_io = now
+                if sent == len(out):
+                    out.clear()
+                    if conn._events == READ:
+                        continue  # all sent, reading on: nothing else to do
+                else:
+                    del out[:sent]
+                    conn._want_write = True
+            elif out and not conn._want_write and not conn._aborted and conn._fd >= 0:  # closing, paused, ...
                 try:
                     sent = _send(conn._sock, out, _MSG_NOSIGNAL)
                 except (BlockingIOError, InterruptedError):
@@ -1192,8 +1283,6 @@ class Server:
                     del out[:sent]
                 if out:
                     conn._want_write = True
-                elif not conn._hold and not conn._stop and conn._events == READ:
-                    continue  # the common case: all sent, reading on
             self._after_send(conn)
         self._writes += writes
         self._bytes_out += sent_total
