@@ -176,3 +176,33 @@ def test_slow_reader_gets_every_reply_intact(S):
             if i % 50 == 0:
                 time.sleep(0.05)
             assert time.monotonic() < deadline
+
+
+@pytest.mark.parametrize("make", [lambda S: S.LengthPrefix(2), lambda S: S.Varint(), lambda S: S.Delimiter(b"\r\n"),
+                                  lambda S: S.Netstring()], ids=["LengthPrefix", "Varint", "Delimiter", "Netstring"])
+@pytest.mark.parametrize("batch", [False, True], ids=["per-frame", "batch"])
+def test_pause_part_way_through_a_read_in_every_framing(S, make, batch):
+    """Frames after the one that paused (or after the batch) stay held, then come in order."""
+    framing = make(S)
+    seen = []
+
+    def handler(conn, got):
+        items = got if batch else [got]
+        seen.extend(items)
+        if b"pause" in items:
+            conn.pause_reading()
+            threading.Timer(0.2, conn.resume_reading).start()
+        replies = [b"<" + f + b">" for f in items]
+        return replies if batch else replies[0]
+
+    with serving(S, handler, framing=framing, batch=batch) as (server, addr):
+        with connect(addr) as c:
+            first = [b"a", b"pause", b"b", b"c"]
+            c.sendall(b"".join(framing.encode(f) for f in first))
+            wire = b"".join(framing.encode(b"<" + f + b">") for f in first)
+            assert recv_exact(c, len(wire)) == wire
+            c.sendall(b"".join(framing.encode(f) for f in [b"d", b"pause"]) + framing.encode(b"e")[:2])
+            c.sendall(framing.encode(b"e")[2:])
+            wire = b"".join(framing.encode(b"<" + f + b">") for f in [b"d", b"pause", b"e"])
+            assert recv_exact(c, len(wire)) == wire
+    assert seen == [b"a", b"pause", b"b", b"c", b"d", b"pause", b"e"]

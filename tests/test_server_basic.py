@@ -320,6 +320,29 @@ def test_raw_view_is_released_and_kept_slices_stay_intact(S):
         assert bytes(piece) == copy  # a slice that outlived the call: never reused memory
 
 
+def test_raw_views_of_held_bytes_kept_by_the_handler_stay_intact(S):
+    """A view of bytes held over from earlier reads: a slice the handler keeps makes the
+    server move to a new buffer instead of reusing (or trimming) the one the slice sees."""
+    kept = []
+
+    def handler(conn, data):
+        kept.append((data[:], bytes(data)))  # a slice of every view, and a copy to compare
+        if len(data) < 12:
+            return 0  # wait for more: the bytes stay held
+        conn.write(b"ok")
+        return 4  # consume a little; the rest stays held too (and is offered again)
+
+    with serving(S, handler) as (server, addr):
+        with connect(addr) as c:
+            for chunk in (b"abcd", b"efgh", b"ijkl", b"mnop"):
+                c.sendall(chunk)
+                wait_until(lambda n=len(kept): len(kept) > n, what="a handler call")
+            assert recv_exact(c, 2) == b"ok"
+    assert len(kept) >= 4
+    for piece, copy in kept:
+        assert bytes(piece) == copy  # never overwritten by later reads
+
+
 def test_raw_mode_send_is_refused_and_write_works(S):
     errors = []
 
