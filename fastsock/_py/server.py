@@ -998,10 +998,11 @@ class Server:
             raise ValueError(f"a raw-mode handler consumed {n} bytes of the {size} it was given")
         return int(n)
 
-    def _keep(self, conn: Connection, buf: Union[bytes, bytearray], pos: int, end: int, old: int, need: int, resume: int,
-              error: Optional[Exception]) -> None:
-        """After a delivery consumed buf[:pos] of buf[:end]: hold the rest (a copy of it, if
-        it is in the scratch buffer), run the frame clock, report a framing error."""
+    def _keep(self, conn: Connection, buf: Union[bytes, bytearray], pos: int, end: int, old: int, need: int,
+              resume: int, error: Optional[Exception]) -> None:
+        """After a delivery consumed buf[:pos] of buf[:end]: hold the rest (a copy of it, for
+        a fresh read; a new bytearray, if the application kept a view of the old one), run
+        the frame clock, report a framing error or a frame that can never fit max_buffer."""
         if conn._hold & _CLOSING:
             conn._held = None
             conn._frame_start = None
