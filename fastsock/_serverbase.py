@@ -416,6 +416,12 @@ class CallQueue:
             self._calls.clear()
             self._close_fds()
 
+    def __del__(self) -> None:
+        try:
+            self._close_fds()
+        except (AttributeError, OSError):  # half-built, or closed already
+            pass
+
 
 # -- SIGINT and SIGTERM ---------------------------------------------------------------
 

@@ -138,8 +138,8 @@ def test_listen_errors(S, tmp_path):
     with S.Server(echo, framing=S.LengthPrefix()) as server:
         with pytest.raises(TypeError):
             server.listen()
-        with pytest.raises(TypeError):
-            server.listen(LOCAL, sock=stdsocket.socket())
+        with stdsocket.socket() as spare, pytest.raises(TypeError):
+            server.listen(LOCAL, sock=spare)
         with pytest.raises(TypeError):
             server.listen(sock="not a socket")
         with stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_DGRAM) as udp, pytest.raises(ValueError):

@@ -460,6 +460,9 @@ class Server:
     - Raw mode: the handler is called again with what is left as long as it consumes
       something (0 means "wait for more bytes"); `bool` and non-int returns are TypeError,
       n outside 0..len(data) ValueError (on the error path; nothing is consumed).
+    - A reply the handler returns that the framing refuses (FrameTooLarge, FramingError,
+      TypeError) or that would pass write_limit (BufferError) takes the error path like an
+      exception raised by the handler; the replies queued before it still leave.
     - A handler exception is counted in stats()["errors"] whether or not on_error handles
       it. Without on_error the connection is closed after flushing the replies already
       queued; with on_error it stays open and the next frames are delivered.
@@ -681,9 +684,11 @@ class Server:
         self._calls.close()
 
     def __enter__(self) -> Server:
+        """`with Server(...) as server:` closes it on exit."""
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
+        """close() (RuntimeError if serve_forever still runs in another thread)."""
         self.close()
 
     def __repr__(self) -> str:
