@@ -253,7 +253,7 @@ class Connection:
         "server", "peer", "sockname", "data",
         "_sock", "_fd", "_held", "_resume", "_need", "_out", "_hold", "_events", "_want_write",
         "_dirty", "_ready", "_close_exc", "_aborted", "_xclosed", "_last_io", "_frame_start",
-        "_frame_armed", "_stop", "__weakref__",
+        "_frame_armed", "_stop", "_loop", "__weakref__",
     )
 
     server: Server
@@ -278,6 +278,7 @@ class Connection:
     _frame_start: Optional[float]
     _frame_armed: bool
     _stop: int
+    _loop: Optional[int]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("Connection objects are created by a fastsock.Server, not instantiated")
@@ -307,6 +308,7 @@ class Connection:
         self._frame_start = None
         self._frame_armed = False
         self._stop = 0
+        self._loop = server._loop_ident  # a connection lives within one run of the loop
         return self
 
     # -- replies ----------------------------------------------------------------------
@@ -334,14 +336,9 @@ class Connection:
         """Queue raw bytes (any bytes-like object, copied before this returns), unframed;
         they leave with the other replies of this turn. BrokenPipeError if the connection is
         closed or closing; BufferError (nothing queued) past the server's write_limit."""
-        server = self.server
-        if get_ident() != server._loop_ident:
-            if self._xclosed or self._hold & _CLOSING or self._fd < 0:
-                raise _sb.closed_error()
-            server._calls.put(server._apply_write, (self, bytes(_as_buffer(data, "write() data")), server._raw))
+        if get_ident() != self._loop or self._hold:
+            self._write_slow(data)
             return
-        if self._hold & _CLOSING:
-            raise _sb.closed_error()
         kind = type(data)
         if kind is memoryview and data.c_contiguous:
             size = data.nbytes
@@ -351,17 +348,32 @@ class Connection:
             data = _as_buffer(data, "write() data")
             size = len(data)
         out = self._out
+        server = self.server
         if len(out) + size > server._write_limit:
             raise BufferError(f"queuing {size} more bytes would exceed the connection's write_limit of "
                               f"{server._write_limit} bytes ({len(out)} queued)")
         out += data
         server._frames_out += server._raw
-        if len(out) > server._high and not self._hold & _BACKPRESSURE:
+        if len(out) > server._high:
             self._hold |= _BACKPRESSURE
             server._paused += 1
         if not self._dirty:
             self._dirty = True
             server._dirty.append(self)
+
+    def _write_slow(self, data: Any) -> None:
+        """write() from another thread, or on a connection that holds (paused or closing)."""
+        server = self.server
+        if get_ident() != server._loop_ident:
+            if self._xclosed or self._hold & _CLOSING or self._fd < 0:
+                raise _sb.closed_error()
+            server._calls.put(server._apply_write, (self, bytes(_as_buffer(data, "write() data")), server._raw))
+            return
+        if self._hold & _CLOSING:
+            raise _sb.closed_error()
+        if type(data) is not bytes:
+            data = _as_buffer(data, "write() data")
+        server._queue(self, data, server._raw)
 
     # -- control ----------------------------------------------------------------------
 
@@ -941,35 +953,62 @@ class Server:
                 self._handler_error(conn, exc)
         self._keep(conn, buf, pos, end, old, need, resume, error)
 
+    def _read_raw(self, conn: Connection) -> bool:
+        """_read for raw mode, with the common case inlined: nothing held, and one handler
+        call consumes the whole read (the view is of a bytes object: read-only by nature)."""
+        if conn._held is not None:
+            return self._read(conn)
+        try:
+            data = _recv(conn._sock, self._read_size)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._abort(conn, exc)
+            return False
+        n = len(data)
+        if not n:
+            self._peer_eof(conn)
+            return False
+        self._bytes_in += n
+        conn._last_io = self._now
+        if conn._hold:  # paused meanwhile in this turn: hold the bytes
+            self._raw_loop(conn, data, n, 0, 0, 0)
+            return True
+        view = memoryview(data)
+        try:
+            k = self._handler(conn, view)
+            if type(k) is not int or not 0 <= k <= n:
+                k = self._check_consumed(k, n)
+        except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
+            k = -1
+            self._handler_error(conn, exc)
+        try:
+            view.release()
+        except BufferError:  # exported by the handler: it keeps the memory
+            pass
+        if k == n and not conn._hold:
+            self._frames_in += 1
+            conn._frame_start = None
+            return True
+        self._raw_loop(conn, data, n, 0, k, 1)
+        return True
+
     def _deliver_raw(self, conn: Connection, buf: Union[bytes, bytearray], end: int, old: int) -> None:
         """Raw mode: handler(conn, view of buf[pos:end]) while it consumes something."""
+        self._raw_loop(conn, buf, end, old, 0, 0)
+
+    def _raw_loop(self, conn: Connection, buf: Union[bytes, bytearray], end: int, old: int, pos: int,
+                  calls: int) -> None:
+        """The raw-mode handler calls from `pos` on (`calls` made already; pos -1: the last
+        call failed, so no more calls), then what is left is held (_keep)."""
         handler = self._handler
         fresh = type(buf) is bytes  # a view of bytes is read-only, its memory never reused
-        pos = calls = 0
-        more = True
-        if fresh and not conn._hold:  # the common case first: one call consumes all of a read
-            view = memoryview(buf)
-            try:
-                n = handler(conn, view)
-                if type(n) is not int or not 0 <= n <= end:
-                    n = self._check_consumed(n, end)
-            except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
-                n = 0
-                self._handler_error(conn, exc)
-            try:
-                view.release()
-            except BufferError:  # exported by the handler: it keeps the memory
-                pass
-            calls = 1
-            if n == end and not conn._hold:
-                self._frames_in += 1
-                conn._frame_start = None
-                return
-            pos = n
-            more = n > 0
+        more = pos >= 0 and (pos > 0 or not calls)  # a call that consumed nothing ends the calls
+        if pos < 0:
+            pos = 0
         while more and pos < end and not conn._hold:
             if fresh:
-                view = memoryview(buf)[pos:end]
+                view = memoryview(buf)[pos:end] if pos else memoryview(buf)
             else:
                 view = memoryview(buf)[pos:end].toreadonly()  # the intermediate views die at once
             calls += 1
@@ -1465,7 +1504,7 @@ class Server:
         calls_fd = self._calls.fileno()
         signal_fd = handlers.fileno()
         listeners = self._listeners
-        read = self._read
+        read = self._read_raw if self._raw else self._read
         write_events = _WRITE_EVENTS
         read_events = _READ_EVENTS
         while True:
