@@ -15,6 +15,8 @@ EXPECTED = {
     "echo_frames": "NOT MESSAGES",
     "partial_progress": "peer left after 9 of 100 bytes",
     "selector_echo": "20 clients echoed",
+    "framed_rpc_server": "rpc self-test passed",
+    "worker_pool_server": "66 replies, 60 of them from the pool",
 }
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from . import poller as _poller_mod
+from . import server as _server_mod
 from . import socket as _socket_mod
 from . import stream as _stream_mod
 from .poller import *
+from .server import *
 from .socket import *
 from .stream import *
 
@@ -13,3 +15,4 @@ __all__: list[str] = []
 __all__ += _socket_mod.__all__
 __all__ += _stream_mod.__all__
 __all__ += _poller_mod.__all__
+__all__ += _server_mod.__all__

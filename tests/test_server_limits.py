@@ -1,0 +1,305 @@
+"""Server limits and timeouts on both backends: max_connections, idle_timeout, frame_timeout
+(slowloris), max_buffer, and accept() running out of descriptors (EMFILE)."""
+
+from __future__ import annotations
+
+import selectors
+import signal
+import socket as stdsocket
+import time
+
+import pytest
+from serverutil import (
+    WAIT,
+    Child,
+    Recorder,
+    connect,
+    echo,
+    frame,
+    is_eof,
+    read_frame,
+    server_impl,  # noqa: F401  (fixture)
+    serving,
+    wait_until,
+)
+
+from fastsock import FrameTooLarge
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
+    return server_impl
+
+
+# ---- max_connections ------------------------------------------------------------------
+
+
+def test_max_connections_holds_newcomers_in_the_backlog(S):
+    rec = Recorder()
+    with serving(S, echo, framing=S.LengthPrefix(), max_connections=2, on_connect=rec.on_connect) as (server, addr):
+        a, b = connect(addr), connect(addr)
+        for c in (a, b):
+            c.sendall(frame(b"in"))
+            assert read_frame(c) == b"in"
+        third = connect(addr)  # the kernel completes the handshake: it waits in the backlog
+        third.sendall(frame(b"waiting"))
+        third.settimeout(0.5)
+        with pytest.raises((TimeoutError, stdsocket.timeout)):
+            third.recv(1)
+        assert server.stats()["accepted"] == 2 and server.stats()["connections"] == 2
+        a.close()
+        third.settimeout(WAIT)
+        assert read_frame(third) == b"waiting"  # accepted once below the limit
+        assert server.stats()["accepted"] == 3
+        b.sendall(frame(b"still"))
+        assert read_frame(b) == b"still"
+        b.close()
+        third.close()
+    assert len(rec.connected) == 3
+
+
+# ---- idle_timeout ---------------------------------------------------------------------
+
+
+def test_idle_connection_is_closed_and_an_active_one_is_not(S):
+    rec = Recorder()
+    with serving(S, echo, framing=S.LengthPrefix(), idle_timeout=0.5, on_close=rec.on_close) as (server, addr):
+        idle = connect(addr)
+        active = connect(addr)
+        started = time.monotonic()
+        for i in range(15):  # 1.5 s of activity, every 0.1 s
+            active.sendall(frame(b"%d" % i))
+            assert read_frame(active) == b"%d" % i
+            time.sleep(0.1)
+        assert is_eof(idle, timeout=WAIT)
+        assert time.monotonic() - started < WAIT
+        active.sendall(frame(b"alive"))
+        assert read_frame(active) == b"alive"
+        wait_until(rec.closes, what="on_close")
+        (_, exc), = rec.closes()
+        assert isinstance(exc, S.IdleTimeout) and isinstance(exc, TimeoutError)
+        assert server.stats()["timeouts"] == 1
+        active.close()
+        idle.close()
+
+
+def test_idle_timeout_with_many_connections_closes_them_all(S):
+    rec = Recorder()
+    with serving(S, echo, framing=S.LengthPrefix(), idle_timeout=0.3, on_close=rec.on_close,
+                 backlog=512) as (server, addr):
+        socks = [connect(addr) for _ in range(300)]
+        try:
+            wait_until(lambda: len(rec.closes()) == 300, what="300 idle timeouts")
+            assert all(isinstance(exc, S.IdleTimeout) for _, exc in rec.closes())
+            assert server.stats()["timeouts"] == 300 and server.stats()["connections"] == 0
+        finally:
+            for s in socks:
+                s.close()
+
+
+# ---- frame_timeout --------------------------------------------------------------------
+
+
+def test_slowloris_one_byte_per_100ms_is_closed_by_frame_timeout(S):
+    rec = Recorder()
+    with serving(S, echo, framing=S.LengthPrefix(), frame_timeout=0.5, on_close=rec.on_close) as (server, addr):
+        slow = connect(addr)
+        fine = connect(addr)
+        data = frame(b"x" * 100)  # 104 bytes: 10 s at this pace
+        started = time.monotonic()
+        closed_after = None
+        for i in range(len(data)):
+            try:
+                slow.sendall(data[i:i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                closed_after = i
+                break
+            if rec.closes():
+                closed_after = i
+                break
+            if i % 5 == 0:  # the other connection is served meanwhile
+                fine.sendall(frame(b"ok"))
+                assert read_frame(fine) == b"ok"
+            time.sleep(0.1)
+            assert time.monotonic() - started < WAIT
+        assert closed_after is not None and closed_after < len(data) - 1, "the slow frame was not cut short"
+        assert is_eof(slow)
+        (_, exc), = rec.closes()
+        assert isinstance(exc, S.FrameTimeout)
+        assert server.stats()["timeouts"] == 1
+        fine.sendall(frame(b"after"))
+        assert read_frame(fine) == b"after"
+        slow.close()
+        fine.close()
+
+
+def test_frame_timeout_restarts_with_each_frame(S):
+    rec = Recorder()
+    with serving(S, echo, framing=S.LengthPrefix(), frame_timeout=1.0, on_close=rec.on_close) as (server, addr):
+        with connect(addr) as c:
+            # 12 frames, each taking ~0.3 s to arrive, the next begun in the same write that
+            # ends the previous one: the connection always holds part of a frame for 3.6 s
+            pending = frame(b"f0")[:3]
+            c.sendall(pending)
+            for i in range(12):
+                time.sleep(0.3)
+                c.sendall(frame(b"f%d" % i)[3:] + frame(b"f%d" % (i + 1))[:3])
+                assert read_frame(c) == b"f%d" % i
+            assert not rec.closes()
+            assert server.stats()["timeouts"] == 0
+
+
+def test_raw_mode_frame_timeout_counts_unconsumed_bytes(S):
+    rec = Recorder()
+
+    def handler(conn, data):
+        if len(data) >= 10:
+            conn.write(bytes(data[:10]))
+            return 10
+        return 0
+
+    with serving(S, handler, frame_timeout=0.4, on_close=rec.on_close) as (server, addr):
+        with connect(addr) as ok:
+            ok.sendall(b"0123456789")
+            assert ok.recv(10) == b"0123456789"
+            slow = connect(addr)
+            for _ in range(50):
+                try:
+                    slow.sendall(b"z")
+                except OSError:
+                    break
+                if rec.closes():
+                    break
+                time.sleep(0.1)
+            assert is_eof(slow)
+            slow.close()
+        wait_until(rec.closes, what="on_close")
+        assert isinstance(rec.closes()[0][1], S.FrameTimeout)
+
+
+# ---- max_buffer -----------------------------------------------------------------------
+
+
+def test_max_buffer_raw_mode_handler_that_never_consumes(S):
+    rec = Recorder()
+    with serving(S, lambda conn, data: 0, read_size=512, max_buffer=2048, on_close=rec.on_close) as (server, addr):
+        with connect(addr) as c:
+            try:
+                c.sendall(b"q" * 4096)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            assert is_eof(c)
+        wait_until(rec.closes, what="on_close")
+        exc = rec.closes()[0][1]
+        assert isinstance(exc, FrameTooLarge) and exc.limit == 2048
+        assert server.stats()["errors"] == 1
+
+
+def test_max_buffer_below_a_frame_size_refuses_the_frame_before_reading_it(S):
+    rec = Recorder()
+    with serving(S, echo, framing=S.LengthPrefix(), read_size=1024, max_buffer=4096, on_close=rec.on_close) as (
+            server, addr):
+        with connect(addr) as c:
+            c.sendall(frame(b"small"))
+            assert read_frame(c) == b"small"
+            c.sendall(frame(b"B" * 10000)[:100])  # announces 10,000 bytes: can never fit 4,096
+            assert is_eof(c)
+        wait_until(rec.closes, what="on_close")
+        exc = rec.closes()[0][1]
+        assert isinstance(exc, FrameTooLarge) and exc.size == 10004 and exc.limit == 4096
+
+
+def test_delimiter_not_found_within_max_size(S):
+    rec = Recorder()
+    with serving(S, echo, framing=S.Delimiter(b"\n", max_size=100), on_close=rec.on_close) as (server, addr):
+        with connect(addr) as c:
+            c.sendall(b"ok\n")
+            assert c.recv(3) == b"ok\n"
+            c.sendall(b"y" * 300)
+            assert is_eof(c)
+        wait_until(rec.closes, what="on_close")
+        assert isinstance(rec.closes()[0][1], FrameTooLarge)
+
+
+# ---- EMFILE: accept() out of descriptors ---------------------------------------------
+
+EMFILE_SERVER = """
+    import logging, os, resource, sys
+    import fastsock
+    logging.basicConfig(level=logging.ERROR, format="LOG %(levelname)s %(message)s", stream=sys.stdout)
+    server = fastsock.Server(lambda conn, f: f, framing=fastsock.LengthPrefix(4), backlog=512)
+    addr = server.listen(("127.0.0.1", 0))
+    # room for int(sys.argv[1]) descriptors beyond those open now (the loop takes a few)
+    limit = len(os.listdir("/proc/self/fd")) + int(sys.argv[1])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    print("PORT", addr[1], flush=True)
+    server.serve_forever()
+    print("DONE", server.stats()["accepted"], flush=True)
+"""
+
+
+def _replies(socks, timeout):
+    """Which of `socks` (non-blocking) got a 5-byte frame within `timeout`."""
+    got = {}
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, i)
+    deadline = time.monotonic() + timeout
+    buf = {i: b"" for i in range(len(socks))}
+    try:
+        while len(got) < len(socks) and time.monotonic() < deadline:
+            for key, _ in sel.select(0.05):
+                i = key.data
+                data = socks[i].recv(100)
+                if not data:
+                    sel.unregister(socks[i])
+                    continue
+                buf[i] += data
+                if len(buf[i]) >= 5:
+                    got[i] = buf[i]
+                    sel.unregister(socks[i])
+    finally:
+        sel.close()
+    return got
+
+
+def test_emfile_keeps_serving_and_accepts_again_when_descriptors_free(S):
+    room = 30  # descriptors left to the server: the loop's own (up to 4) and connections
+    with Child(S, EMFILE_SERVER, str(room)) as child:
+        port = int(child.line("PORT").split()[1])
+        clients = []
+        try:
+            for _ in range(room + 20):
+                c = connect(("127.0.0.1", port))
+                c.sendall(frame(b"h"))
+                c.setblocking(False)
+                clients.append(c)
+            first = _replies(clients, 3.0)
+            served = sorted(first)
+            assert room - 5 <= len(served) <= room, (len(served), room)
+            starved = [i for i in range(len(clients)) if i not in first]
+            assert len(starved) >= 20
+            # existing connections are still served while accept() keeps failing
+            for i in served[:5]:
+                clients[i].setblocking(True)
+                clients[i].settimeout(WAIT)
+                clients[i].sendall(frame(b"again"))
+                assert read_frame(clients[i]) == b"again"
+            time.sleep(1.5)  # several back-off periods of failing accept()
+            # free 25 descriptors: the starved connections are accepted and answered
+            for i in served[:25]:
+                clients[i].close()
+            rest = _replies([clients[i] for i in starved], WAIT)
+            assert len(rest) == len(starved)
+        finally:
+            for c in clients:
+                c.close()
+        child.signal(signal.SIGTERM)
+        assert child.wait() == 0
+        logs = [line for line in child.lines() if line.startswith("LOG")]
+        assert len(logs) == 1, logs  # logged once, however often accept() failed
+        assert "accept()" in logs[0] and "Too many open files" in logs[0]
+        assert int(child.line("DONE").split()[1]) == len(clients)
