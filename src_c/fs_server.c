@@ -51,10 +51,11 @@
 #define ACCEPT_BACKOFF_NS 100000000LL   /* listeners rest 100 ms after EMFILE and the like */
 #define DISCARD_SIZE 16384
 #define DISCARD_READS 4                 /* recv calls per turn on a half-closed connection */
+#define SWEEP_READS 64                  /* a stop's read-until-would-block reads this much at most */
 
 #define TAG_SPECIAL (UINT64_C(1) << 63)
 #define TAG_WAKE (TAG_SPECIAL | UINT64_C(0xffffffff))
-#define TAG_SIGNAL (TAG_SPECIAL | UINT64_C(0xfffffffe))
+#define TAG_WATCH (TAG_SPECIAL | UINT64_C(0xfffffff0)) /* | slot */
 #define GEN_MASK 0x7fffffffu
 
 enum { ST_FREE = 0, ST_OPEN, ST_CLOSING, ST_HALF, ST_CLOSED };
@@ -96,6 +97,8 @@ struct fs_conn {
     uint32_t data_turn; /* turn of the last DATA event (one per connection per turn) */
     int reason, err;    /* why it closes / closed */
     uint64_t size;
+    uint64_t need;      /* the partial frame's total size when its header told it, else 0 */
+    uint32_t sweeps;    /* graceful stop: reads made by its read-until-would-block */
     fs_buffer in;
     fs_buffer out;
     size_t resume;      /* where a partial delimiter scan resumes */
@@ -117,7 +120,8 @@ typedef struct {
 
 struct fs_server {
     fs_server_config cfg;
-    int epfd, wakefd, sig_r, sig_w;
+    int epfd, wakefd;
+    int watched[FS_SERVER_WATCH_SLOTS];
     int64_t now;
     int64_t (*clock)(void *);
     void *clock_arg;
@@ -150,7 +154,6 @@ struct fs_server {
     fs_listener *ls;
     size_t nls, lscap, nactive;
     int64_t backoff_until; /* 0: not backing off */
-    int accept_reported;   /* an accept error was reported since the last successful accept */
     /* stop */
     int stopping;
     int64_t stop_deadline;
@@ -328,11 +331,37 @@ static void listeners_update(fs_server *s)
 
 /* -- closing --------------------------------------------------------------------------- */
 
+/* A reason the caller reports as an exception (not None). */
+static int reason_is_error(int reason, uint64_t size)
+{
+    switch (reason) {
+    case FS_CLOSE_EOF:
+        return size > 0;
+    case FS_CLOSE_ERROR:
+    case FS_CLOSE_IDLE:
+    case FS_CLOSE_FRAME_TIMEOUT:
+    case FS_CLOSE_TOO_LARGE:
+    case FS_CLOSE_BUFFER_FULL:
+    case FS_CLOSE_MALFORMED:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void do_close(fs_server *s, fs_conn *c, int reason, int err, uint64_t size)
 {
     FS_ASSERT(is_live(c));
-    if (reason == FS_CLOSE_LOCAL || reason == FS_CLOSE_TOO_LARGE || reason == FS_CLOSE_MALFORMED ||
-        reason == FS_CLOSE_FRAME_TIMEOUT) {
+    if (c->state == ST_CLOSING) {
+        /* The first reason wins; only the end of a stop's grace overrides an orderly one. */
+        if (reason != FS_CLOSE_STOP_TIMEOUT || reason_is_error(c->reason, c->size)) {
+            reason = c->reason;
+            err = c->err;
+            size = c->size;
+        }
+    }
+    if (reason == FS_CLOSE_LOCAL || reason == FS_CLOSE_TOO_LARGE || reason == FS_CLOSE_BUFFER_FULL ||
+        reason == FS_CLOSE_MALFORMED || reason == FS_CLOSE_FRAME_TIMEOUT) {
         /* Read what the peer sent and we never will use: closing a socket with unread input
          * makes the kernel reset the connection, and a reset can destroy replies the peer
          * has not read yet. */
@@ -351,7 +380,8 @@ static void do_close(fs_server *s, fs_conn *c, int reason, int err, uint64_t siz
     c->mask = 0;
     timer_off(s, c, T_IDLE);
     timer_off(s, c, T_FRAME);
-    buf_release(s, &c->in);
+    if (!(reason == FS_CLOSE_EOF && size > 0))
+        buf_release(s, &c->in); /* else the incomplete frame stays readable for the report */
     buf_release(s, &c->out);
     c->resume = 0;
     if (c->flags & F_BP)
@@ -393,13 +423,14 @@ static void begin_abort(fs_server *s, fs_conn *c, int reason, int err)
 {
     if (!is_live(c) || (c->flags & F_ABORT))
         return;
-    if (c->state == ST_OPEN)
-        timer_off(s, c, T_FRAME);
+    if (c->state != ST_CLOSING) { /* else the first reason stays */
+        c->reason = reason;
+        c->err = err;
+        c->size = 0;
+    }
+    timer_off(s, c, T_FRAME);
     c->state = ST_CLOSING;
     c->flags |= F_ABORT;
-    c->reason = reason;
-    c->err = err;
-    c->size = 0;
     touch(s, c);
 }
 
@@ -432,15 +463,18 @@ static int has_frame(fs_server *s, fs_conn *c)
     fs_frame fr;
     fr.resume = c->resume;
     int rc = fs_frame_scan(&s->cfg.framing, fs_buffer_start(&c->in), held, &fr);
-    if (rc == FS_FRAME_PARTIAL)
+    if (rc == FS_FRAME_PARTIAL) {
         c->resume = fr.resume;
+        c->need = fr.total;
+    }
     return rc == FS_FRAME_OK;
 }
 
-static void frame_too_large(fs_server *s, fs_conn *c, uint64_t size)
+/* reason: FS_CLOSE_TOO_LARGE (above max_size) or FS_CLOSE_BUFFER_FULL (above max_buffer) */
+static void frame_too_large(fs_server *s, fs_conn *c, int reason, uint64_t size)
 {
     s->st.errors++;
-    begin_close(s, c, FS_CLOSE_TOO_LARGE, 0, size);
+    begin_close(s, c, reason, 0, size);
 }
 
 /* One recv into an OPEN connection's buffer. sweep: a graceful stop's read-until-would-block,
@@ -469,7 +503,7 @@ static void conn_read(fs_server *s, fs_conn *c, int sweep)
             emit_data(s, c);
             touch(s, c);
         } else {
-            frame_too_large(s, c, held);
+            frame_too_large(s, c, FS_CLOSE_BUFFER_FULL, held > c->need ? held : c->need);
         }
         return;
     }
@@ -482,6 +516,8 @@ static void conn_read(fs_server *s, fs_conn *c, int sweep)
         fs_buffer_commit(&c->in, (size_t)n);
         s->st.bytes_in += (uint64_t)n;
         timer_arm(s, c, T_IDLE);
+        if (sweep && ++c->sweeps >= SWEEP_READS)
+            c->flags &= ~F_SWEEP; /* a peer sending as fast as we read cannot hold the stop */
         emit_data(s, c);
         touch(s, c);
         return;
@@ -560,7 +596,7 @@ static void settle_open(fs_server *s, fs_conn *c, size_t pending)
     } else {
         frame = has_frame(s, c);
         if (!framed(s) && held >= s->cfg.max_buffer && !paused) {
-            frame_too_large(s, c, held); /* the handler cannot consume a full buffer */
+            frame_too_large(s, c, FS_CLOSE_BUFFER_FULL, held); /* the handler cannot consume a full buffer */
             return;
         }
         if (paused || frame) {
@@ -577,6 +613,10 @@ static void settle_open(fs_server *s, fs_conn *c, size_t pending)
     if (c->flags & F_EOF) {
         if (frame)
             return; /* deliver (or hold, while paused) first */
+        if (held && framed(s))
+            has_frame(s, c); /* sets need: the incomplete frame's size, when known */
+        else
+            c->need = 0;
         begin_close(s, c, FS_CLOSE_EOF, 0, held);
         if (pending == 0)
             do_close(s, c, FS_CLOSE_EOF, 0, held);
@@ -698,6 +738,7 @@ static void slot_free(fs_server *s, fs_conn *c)
 {
     FS_ASSERT(c->state == ST_CLOSED);
     FS_ASSERT(!(c->flags & (F_TOUCHED | F_READY)));
+    buf_release(s, &c->in); /* an incomplete frame kept for the CLOSED report */
     c->state = ST_FREE;
     c->user = NULL;
     c->flags = 0;
@@ -718,7 +759,8 @@ static int conn_open(fs_server *s, fs_conn *c, int fd, socklen_t peer_len, int i
     c->flags = l->tcp ? F_TCP : 0;
     c->state = ST_OPEN;
     c->reason = c->err = 0;
-    c->size = 0;
+    c->size = c->need = 0;
+    c->sweeps = 0;
     c->resume = 0;
     c->user = NULL;
     c->data_turn = 0;
@@ -769,22 +811,17 @@ static void accept_from(fs_server *s, int index)
                 slot_unalloc(s, c);
             if (c != NULL && FS_IS_WOULDBLOCK(e))
                 break;
-            if (c != NULL && transient_accept_error(e))
+            fs_server_event *ev = emit(s, FS_EV_ACCEPT_ERROR, NULL);
+            ev->err = e;
+            ev->listener = index;
+            if (c != NULL && transient_accept_error(e)) {
+                ev->size = 1; /* transient: this connection only, accepting goes on */
                 continue;
-            /* EMFILE, ENFILE, ENOBUFS, ENOMEM, or a broken listener: rest, never spin */
-            s->backoff_until = s->now + ACCEPT_BACKOFF_NS;
-            if (s->backoff_until == 0)
-                s->backoff_until = 1;
-            listeners_update(s);
-            if (!s->accept_reported) {
-                s->accept_reported = 1;
-                fs_server_event *ev = emit(s, FS_EV_ACCEPT_ERROR, NULL);
-                ev->err = e;
-                ev->listener = index;
             }
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM, or a broken listener: rest, never spin */
+            fs_server_accept_backoff(s, ACCEPT_BACKOFF_NS);
             return;
         }
-        s->accept_reported = 0;
         s->accepts++;
         int rc = conn_open(s, c, fd, len, index);
         if (rc != 0) {
@@ -847,34 +884,23 @@ static void on_conn_event(fs_server *s, fs_conn *c, uint32_t e)
         touch(s, c); /* the flush sends the rest */
 }
 
-static void drain_fd(int fd)
-{
-    char buf[256];
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n > 0 || (n < 0 && errno == EINTR))
-            continue;
-        return;
-    }
-}
-
 static void on_event(fs_server *s, const struct epoll_event *ev)
 {
     uint64_t tag = ev->data.u64;
     if (tag & TAG_SPECIAL) {
-        if (tag == TAG_WAKE || tag == TAG_SIGNAL) {
-            if (tag == TAG_WAKE) {
-                uint64_t v;
-                while (read(s->wakefd, &v, sizeof v) < 0 && errno == EINTR) {
-                }
-            } else {
-                drain_fd(s->sig_r);
-                s->interrupted = 1;
+        if (tag == TAG_WAKE) {
+            uint64_t v;
+            while (read(s->wakefd, &v, sizeof v) < 0 && errno == EINTR) {
             }
             if (!s->woke) {
                 s->woke = 1;
                 emit(s, FS_EV_WAKEUP, NULL);
             }
+            return;
+        }
+        if ((tag & ~(uint64_t)(FS_SERVER_WATCH_SLOTS - 1)) == TAG_WATCH) {
+            fs_server_event *e = emit(s, FS_EV_WATCH, NULL);
+            e->listener = (int)(tag & (FS_SERVER_WATCH_SLOTS - 1));
             return;
         }
         size_t index = (size_t)(tag & 0xffffffffu);
@@ -917,13 +943,18 @@ static void run_ready(fs_server *s)
 
 static void expire(fs_server *s)
 {
-    for (int k = 0; k < 2; k++) {
-        tlist *l = &s->timers[k];
-        while (l->head && l->head->t[k].at <= s->now) {
-            fs_conn *c = l->head;
-            s->st.timeouts++;
-            do_close(s, c, k == T_IDLE ? FS_CLOSE_IDLE : FS_CLOSE_FRAME_TIMEOUT, 0, fs_buffer_len(&c->in));
-        }
+    tlist *idle = &s->timers[T_IDLE], *frame = &s->timers[T_FRAME];
+    while (idle->head && idle->head->t[T_IDLE].at <= s->now) {
+        s->st.timeouts++;
+        do_close(s, idle->head, FS_CLOSE_IDLE, 0, 0); /* queued output is dropped */
+    }
+    while (frame->head && frame->head->t[T_FRAME].at <= s->now) {
+        fs_conn *c = frame->head;
+        timer_off(s, c, T_FRAME);
+        if (c->state != ST_OPEN)
+            continue;
+        s->st.timeouts++;
+        begin_close(s, c, FS_CLOSE_FRAME_TIMEOUT, 0, fs_buffer_len(&c->in)); /* replies flushed first */
     }
     if (s->backoff_until && s->now >= s->backoff_until) {
         s->backoff_until = 0;
@@ -933,8 +964,8 @@ static void expire(fs_server *s)
         for (size_t i = 0; i < s->nchunks; i++)
             for (uint32_t j = 0; j < CHUNK_SLOTS; j++) {
                 fs_conn *c = &s->chunks[i][j];
-                if (is_live(c))
-                    do_close(s, c, FS_CLOSE_STOP_TIMEOUT, 0, 0);
+                if (is_live(c)) /* a half-closed one had every reply delivered: orderly */
+                    do_close(s, c, c->state == ST_HALF ? FS_CLOSE_STOP : FS_CLOSE_STOP_TIMEOUT, 0, 0);
             }
     }
 }
@@ -952,6 +983,7 @@ static void report_closed(fs_server *s)
         e->reason = c->reason;
         e->err = c->err;
         e->size = c->size;
+        e->need = c->reason == FS_CLOSE_EOF ? c->need : 0;
     }
 }
 
@@ -1009,7 +1041,9 @@ int fs_server_new(fs_server **out, const fs_server_config *cfg)
     if (s == NULL)
         return -ENOMEM;
     s->cfg = *cfg;
-    s->epfd = s->wakefd = s->sig_r = s->sig_w = -1;
+    s->epfd = s->wakefd = -1;
+    for (int i = 0; i < FS_SERVER_WATCH_SLOTS; i++)
+        s->watched[i] = -1;
     s->clock = default_clock;
     s->block = cfg->read_size > MIN_BLOCK ? cfg->read_size : MIN_BLOCK;
     s->timers[T_IDLE].timeout = cfg->idle_timeout_ns;
@@ -1065,10 +1099,6 @@ void fs_server_free(fs_server *s)
         close(s->epfd);
     if (s->wakefd >= 0)
         close(s->wakefd);
-    if (s->sig_r >= 0)
-        close(s->sig_r);
-    if (s->sig_w >= 0)
-        close(s->sig_w);
     free(s);
 }
 
@@ -1147,23 +1177,30 @@ int fs_server_wakeup(fs_server *s)
     }
 }
 
-int fs_server_signal_fd(fs_server *s)
+int fs_server_watch_fd(fs_server *s, int slot, int fd)
 {
-    if (s->sig_w >= 0)
-        return s->sig_w;
-    int p[2];
-    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0)
-        return -errno;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_SIGNAL};
-    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, p[0], &ev) != 0) {
-        int rc = -errno;
-        close(p[0]);
-        close(p[1]);
-        return rc;
+    if (slot < 0 || slot >= FS_SERVER_WATCH_SLOTS)
+        return -EINVAL;
+    if (s->watched[slot] >= 0) {
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->watched[slot], NULL);
+        s->watched[slot] = -1;
     }
-    s->sig_r = p[0];
-    s->sig_w = p[1];
-    return s->sig_w;
+    if (fd < 0)
+        return 0;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WATCH | (uint64_t)slot};
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -errno;
+    s->watched[slot] = fd;
+    return 0;
+}
+
+void fs_server_accept_backoff(fs_server *s, int64_t ns)
+{
+    s->now = s->clock(s->clock_arg);
+    s->backoff_until = s->now + (ns > 0 ? ns : 1);
+    if (s->backoff_until == 0)
+        s->backoff_until = 1;
+    listeners_update(s);
 }
 
 static void for_each_live(fs_server *s, void (*fn)(fs_server *, fs_conn *))
@@ -1321,25 +1358,33 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
          * the next recv, which only the next fs_server_run_once makes. */
         fs_buffer_consume(&c->in, fr.total);
         c->resume = 0;
+        c->need = 0;
         c->flags |= F_CONSUMED;
         s->st.frames_in++;
         return 1;
     }
     if (rc == FS_FRAME_PARTIAL) {
         c->resume = fr.resume;
-        if (fr.total > s->cfg.max_buffer)
-            frame_too_large(s, c, fr.total); /* can never fit: refused before its memory exists */
+        c->need = fr.total;
+        if (fr.total > s->cfg.max_buffer) /* can never fit: refused before its memory exists */
+            frame_too_large(s, c, FS_CLOSE_BUFFER_FULL, fr.total);
         else if (held >= s->cfg.max_buffer)
-            frame_too_large(s, c, held);
+            frame_too_large(s, c, FS_CLOSE_BUFFER_FULL, held);
         return 0;
     }
     if (rc == FS_FRAME_TOO_LARGE) {
-        frame_too_large(s, c, fr.size);
+        frame_too_large(s, c, FS_CLOSE_TOO_LARGE, fr.size);
     } else {
         s->st.errors++;
         begin_close(s, c, FS_CLOSE_MALFORMED, 0, 0);
     }
     return 0;
+}
+
+size_t fs_conn_held(const fs_conn *c, const char **data)
+{
+    *data = fs_buffer_start(&c->in);
+    return fs_buffer_len(&c->in);
 }
 
 int fs_conn_raw_data(fs_server *s, fs_conn *c, const char **data, size_t *len)
@@ -1404,6 +1449,8 @@ int fs_conn_write(fs_server *s, fs_conn *c, const void *data, size_t len)
         return 0;
     if (buf_ensure(s, &c->out) != 0 || fs_buffer_append(&c->out, data, len) != 0)
         return -ENOMEM;
+    if (!framed(s))
+        s->st.frames_out++; /* raw mode counts each write as a frame out */
     queued(s, c);
     return 0;
 }
@@ -1494,7 +1541,9 @@ const fs_server_event *fs_server_events(const fs_server *s) { (void)s; return NU
 int fs_server_interrupted(const fs_server *s) { (void)s; return 0; }
 void fs_server_flush(fs_server *s) { (void)s; }
 int fs_server_wakeup(fs_server *s) { (void)s; return -ENOSYS; }
-int fs_server_signal_fd(fs_server *s) { (void)s; return -ENOSYS; }
+int fs_server_watch_fd(fs_server *s, int slot, int fd) { (void)s; (void)slot; (void)fd; return -ENOSYS; }
+void fs_server_accept_backoff(fs_server *s, int64_t ns) { (void)s; (void)ns; }
+size_t fs_conn_held(const fs_conn *c, const char **data) { (void)c; *data = NULL; return 0; }
 void fs_server_stop(fs_server *s, int64_t grace_ns) { (void)s; (void)grace_ns; }
 int fs_server_stopping(const fs_server *s) { (void)s; return 0; }
 int fs_server_stopped(const fs_server *s) { (void)s; return 1; }

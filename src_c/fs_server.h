@@ -60,31 +60,44 @@ enum {
     FS_EV_ACCEPTED = 1,     /* conn: a new connection (open, reading) */
     FS_EV_DATA = 2,         /* conn: new bytes, or held frames deliverable again */
     FS_EV_CLOSED = 3,       /* conn: closed (fd closed); reason, err, size say why */
-    FS_EV_WAKEUP = 4,       /* fs_server_wakeup was called, or a signal byte arrived */
-    FS_EV_ACCEPT_ERROR = 5, /* err: accept failed (EMFILE...): listeners paused a while */
+    FS_EV_WAKEUP = 4,       /* fs_server_wakeup was called */
+    FS_EV_ACCEPT_ERROR = 5, /* err: accept() failed; size 1: transient (ECONNABORTED...: that
+                             * connection only), else every listener rests 100 ms (EMFILE...;
+                             * fs_server_accept_backoff changes how long) */
+    FS_EV_WATCH = 6,        /* listener: the slot of a watched fd that is readable */
 };
+
+/* Descriptors the caller owns that the loop watches for reading (fs_server_watch_fd). */
+#define FS_SERVER_WATCH_SLOTS 2
 
 /* Why a connection closed (FS_EV_CLOSED.reason). */
 enum {
-    FS_CLOSE_EOF = 1,           /* the peer closed; size = bytes of an incomplete frame left */
+    FS_CLOSE_EOF = 1,           /* the peer closed; size = bytes of an incomplete frame left
+                                 * (readable with fs_conn_held), need = its size if known */
     FS_CLOSE_LOCAL = 2,         /* fs_conn_close (after its output was flushed) */
     FS_CLOSE_ABORT = 3,         /* fs_conn_abort (output dropped) */
     FS_CLOSE_ERROR = 4,         /* a socket error: err is the errno */
     FS_CLOSE_IDLE = 5,          /* idle_timeout */
-    FS_CLOSE_FRAME_TIMEOUT = 6, /* frame_timeout */
-    FS_CLOSE_TOO_LARGE = 7,     /* a frame too large for max_size/max_buffer; size = its size */
+    FS_CLOSE_FRAME_TIMEOUT = 6, /* frame_timeout (after the queued output was sent) */
+    FS_CLOSE_TOO_LARGE = 7,     /* a frame announced above max_size; size = its size */
     FS_CLOSE_MALFORMED = 8,     /* the bytes cannot start a frame of the framing */
-    FS_CLOSE_STOP = 9,          /* graceful stop: the peer answered the half-close with EOF */
-    FS_CLOSE_STOP_TIMEOUT = 10, /* graceful stop: the grace period ended first */
+    FS_CLOSE_STOP = 9,          /* graceful stop: after the half-close, the peer's EOF (or
+                                 * the end of the grace: every reply was delivered) */
+    FS_CLOSE_STOP_TIMEOUT = 10, /* graceful stop: the grace period ended before the half-close */
     FS_CLOSE_SERVER = 11,       /* fs_server_abort_all */
+    FS_CLOSE_BUFFER_FULL = 12,  /* a frame that cannot fit max_buffer; size = its size */
 };
+/* A connection that was already closing keeps its first reason (IDLE, ERROR, ... found
+ * afterwards are not reported), except that the end of a stop's grace replaces an orderly
+ * one (LOCAL, EOF without partial frame) with FS_CLOSE_STOP_TIMEOUT. */
 
 typedef struct {
     int type;       /* FS_EV_* */
     int reason;     /* CLOSED: FS_CLOSE_* */
     int err;        /* CLOSED (ERROR) and ACCEPT_ERROR: the errno */
     int listener;   /* ACCEPTED, ACCEPT_ERROR: the listener's index */
-    uint64_t size;  /* CLOSED: see FS_CLOSE_EOF and FS_CLOSE_TOO_LARGE */
+    uint64_t size;  /* CLOSED: see FS_CLOSE_EOF, _TOO_LARGE, _BUFFER_FULL; ACCEPT_ERROR */
+    uint64_t need;  /* CLOSED (EOF): the incomplete frame's total size, 0 if unknown */
     fs_conn *conn;  /* ACCEPTED, DATA, CLOSED */
 } fs_server_event;
 
@@ -92,8 +105,8 @@ typedef struct {
     uint64_t connections; /* open now */
     uint64_t accepted;
     uint64_t closed;
-    uint64_t frames_in;   /* frames handed out by fs_conn_next_frame */
-    uint64_t frames_out;  /* frames queued by fs_conn_send_frame */
+    uint64_t frames_in;   /* frames handed out by fs_conn_next_frame (raw: the caller counts) */
+    uint64_t frames_out;  /* frames queued by fs_conn_send_frame, raw mode: fs_conn_write calls */
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t writes;      /* send() system calls */
@@ -131,8 +144,8 @@ int fs_server_run_once(fs_server *s, int timeout_ms);
 /* The events of the last fs_server_run_once (valid until the next one). */
 const fs_server_event *fs_server_events(const fs_server *s);
 
-/* 1 if the last fs_server_run_once's wait was interrupted by a signal (EINTR) or a byte
- * arrived on the signal pipe: the caller should run its signal handlers. */
+/* 1 if the last fs_server_run_once's wait was interrupted by a signal (EINTR): the caller
+ * should run its signal handlers. */
 int fs_server_interrupted(const fs_server *s);
 
 /* Send what connections queued (one send each), close those whose close is due, and
@@ -142,10 +155,13 @@ void fs_server_flush(fs_server *s);
 /* Wake a waiting fs_server_run_once (FS_EV_WAKEUP). Any thread. Returns 0 or -errno. */
 int fs_server_wakeup(fs_server *s);
 
-/* The write end of a pipe whose readable end the server watches (FS_EV_WAKEUP and
- * fs_server_interrupted when a byte arrives): for signal.set_wakeup_fd. Created on first
- * call; -errno on failure. */
-int fs_server_signal_fd(fs_server *s);
+/* Watch the caller's descriptor fd for reading in slot 0 or 1 (replacing what the slot
+ * watched; fd -1 stops watching): FS_EV_WATCH while it is readable, which the caller drains
+ * (a call queue's eventfd, a signal wake-up socket). The fd must stay open while watched. */
+int fs_server_watch_fd(fs_server *s, int slot, int fd);
+
+/* Stop accepting on every listener for ns nanoseconds from now (after an accept error). */
+void fs_server_accept_backoff(fs_server *s, int64_t ns);
 
 /* Start a graceful stop: stop accepting; read what the kernel holds for each connection
  * (until would-block) and deliver it; once a connection's output is flushed and nothing
@@ -208,6 +224,10 @@ const struct sockaddr *fs_conn_sockname(fs_conn *c, socklen_t *len);
  * backpressure, or closing). A frame too large or malformed starts closing the connection
  * (FS_CLOSE_TOO_LARGE / MALFORMED, after its queued output) and returns 0. */
 int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *len);
+
+/* Every byte held in the read buffer, whatever the state (for a FS_CLOSE_EOF report:
+ * until the next fs_server_run_once). Returns the count. */
+size_t fs_conn_held(const fs_conn *c, const char **data);
 
 /* Raw mode: every byte held, if the connection is deliverable now. Returns 1 or 0. */
 int fs_conn_raw_data(fs_server *s, fs_conn *c, const char **data, size_t *len);

@@ -96,7 +96,8 @@ static size_t recv_n(int fd, char *buf, size_t n)
 /* -- the application side --------------------------------------------------------------- */
 
 typedef struct {
-    int accepted, closed, data, wakeups, accept_errors;
+    int accepted, closed, data, wakeups, accept_errors, watched, watch_slot;
+    uint64_t need;
     int reason, err;
     uint64_t size;
     fs_conn *conn; /* the last accepted */
@@ -123,6 +124,8 @@ static fs_server_config config(int kind)
     c.write_limit = 16 << 20;
     return c;
 }
+
+static int stop_reasons[16]; /* CLOSED reasons seen so far */
 
 static int turn(fs_server *s, app *a, int timeout_ms, int raw)
 {
@@ -163,12 +166,19 @@ static int turn(fs_server *s, app *a, int timeout_ms, int raw)
             break;
         case FS_EV_CLOSED:
             a->closed++;
+            if (ev[i].reason >= 0 && ev[i].reason < 16)
+                stop_reasons[ev[i].reason]++;
             a->reason = ev[i].reason;
             a->err = ev[i].err;
             a->size = ev[i].size;
+            a->need = ev[i].need;
             break;
         case FS_EV_WAKEUP:
             a->wakeups++;
+            break;
+        case FS_EV_WATCH:
+            a->watched++;
+            a->watch_slot = ev[i].listener;
             break;
         case FS_EV_ACCEPT_ERROR:
             a->accept_errors++;
@@ -461,18 +471,40 @@ static void test_close_reasons(void)
     UNTIL(s, &a, 0, a.frames == 1);
     shutdown(c, SHUT_WR);
     UNTIL(s, &a, 0, a.closed == 1);
-    CHECK(a.reason == FS_CLOSE_EOF && a.size == 3);
+    CHECK(a.reason == FS_CLOSE_EOF && a.size == 3 && a.need == 0); /* 3 bytes: the header is not whole */
     char back[64];
     CHECK(recv_n(c, back, n) == n); /* the reply left before the close */
     CHECK(recv(c, back, 1, 0) == 0);
     close(c);
 
-    /* a length prefix above max_size: refused from the header */
+    /* ... with its header whole: the frame's size is known, and the bytes are kept */
     c = connect_tcp(port);
     UNTIL(s, &a, 0, a.accepted == 2);
+    char part[16];
+    size_t plen = frame4(part, "partial", 7);
+    send_all(c, part, 6);
+    UNTIL(s, &a, 0, fs_server_get_stats(s)->bytes_in == n + 3 + 6);
+    shutdown(c, SHUT_WR);
+    for (int i = 0; i < 300 && a.closed < 2; i++) {
+        int k = fs_server_run_once(s, 20);
+        const fs_server_event *ev = fs_server_events(s);
+        for (int j = 0; j < k; j++)
+            if (ev[j].type == FS_EV_CLOSED) {
+                a.closed++;
+                const char *held;
+                CHECK(ev[j].reason == FS_CLOSE_EOF && ev[j].size == 6 && ev[j].need == plen);
+                CHECK(fs_conn_held(ev[j].conn, &held) == 6 && memcmp(held, part, 6) == 0);
+            }
+    }
+    CHECK(a.closed == 2);
+    close(c);
+
+    /* a length prefix above max_size: refused from the header */
+    c = connect_tcp(port);
+    UNTIL(s, &a, 0, a.accepted == 3);
     char hostile[4] = {0x7f, 0, 0, 0};
     send_all(c, hostile, 4);
-    UNTIL(s, &a, 0, a.closed == 2);
+    UNTIL(s, &a, 0, a.closed == 3);
     CHECK(a.reason == FS_CLOSE_TOO_LARGE && a.size == ((uint64_t)0x7f << 24));
     CHECK(fs_server_get_stats(s)->errors == 1);
     close(c);
@@ -480,12 +512,12 @@ static void test_close_reasons(void)
     /* fs_conn_close after queued replies: they leave first */
     a.close_after = a.frames + 2;
     c = connect_tcp(port);
-    UNTIL(s, &a, 0, a.accepted == 3);
+    UNTIL(s, &a, 0, a.accepted == 4);
     char three[3 * 8];
     for (int i = 0; i < 3; i++)
         frame4(three + 8 * i, "data", 4);
     send_all(c, three, sizeof three);
-    UNTIL(s, &a, 0, a.closed == 3);
+    UNTIL(s, &a, 0, a.closed == 4);
     CHECK(a.reason == FS_CLOSE_LOCAL);
     CHECK(recv_n(c, back, 16) == 16);  /* two replies, the third frame was never delivered */
     CHECK(recv(c, back, 1, 0) == 0);
@@ -494,34 +526,34 @@ static void test_close_reasons(void)
 
     /* abort drops queued output */
     c = connect_tcp(port);
-    UNTIL(s, &a, 0, a.accepted == 4);
+    UNTIL(s, &a, 0, a.accepted == 5);
     CHECK(fs_conn_send_frame(s, a.conn, "zzz", 3) == 0);
     fs_conn_abort(s, a.conn);
     CHECK(fs_conn_closing(a.conn));
     CHECK(fs_conn_send_frame(s, a.conn, "zzz", 3) == -EPIPE);
-    UNTIL(s, &a, 0, a.closed == 4);
+    UNTIL(s, &a, 0, a.closed == 5);
     CHECK(a.reason == FS_CLOSE_ABORT);
     CHECK(recv(c, back, 1, 0) == 0);
     close(c);
 
     /* a reset by the peer */
     c = connect_tcp(port);
-    UNTIL(s, &a, 0, a.accepted == 5);
+    UNTIL(s, &a, 0, a.accepted == 6);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(c);
-    UNTIL(s, &a, 0, a.closed == 5);
+    UNTIL(s, &a, 0, a.closed == 6);
     CHECK(a.reason == FS_CLOSE_ERROR && a.err == ECONNRESET);
 
     /* reply framing errors are the caller's to report */
     c = connect_tcp(port);
-    UNTIL(s, &a, 0, a.accepted == 6);
+    UNTIL(s, &a, 0, a.accepted == 7);
     char toobig[1001];
     memset(toobig, 0, sizeof toobig);
     CHECK(fs_conn_send_frame(s, a.conn, toobig, sizeof toobig) == -EMSGSIZE);
     CHECK(fs_conn_pending(a.conn) == 0);
     close(c);
-    UNTIL(s, &a, 0, a.closed == 6);
+    UNTIL(s, &a, 0, a.closed == 7);
     finish(s, lfd);
 }
 
@@ -546,7 +578,7 @@ static void test_malformed_and_buffer_bound(void)
     UNTIL(s, &a, 0, a.accepted == 2);
     send_all(c, "05000abc", 8);
     UNTIL(s, &a, 0, a.closed == 2);
-    CHECK(a.reason == FS_CLOSE_TOO_LARGE && a.size == 5005);
+    CHECK(a.reason == FS_CLOSE_BUFFER_FULL && a.size == 5005);
     close(c);
     CHECK(fs_server_get_stats(s)->errors == 2);
     finish(s, lfd);
@@ -674,7 +706,7 @@ static void test_raw_mode(void)
     memset(junk, 'j', sizeof junk);
     send_all(c, junk, sizeof junk);
     UNTIL(s, &a, 1, a.closed == 1);
-    CHECK(a.reason == FS_CLOSE_TOO_LARGE && a.size == 100);
+    CHECK(a.reason == FS_CLOSE_BUFFER_FULL && a.size == 100);
     CHECK(fs_conn_send_frame(s, a.conn, "x", 1) == -ENOTSUP);
     close(c);
     finish(s, lfd);
@@ -689,8 +721,9 @@ static void test_graceful_stop(void)
     fs_server *s = server(&cfg, &port, &lfd);
     fs_server_set_clock(s, fake_clock, NULL);
     app a = {.echo = 1};
-    int c1 = connect_tcp(port), c2 = connect_tcp(port);
-    UNTIL(s, &a, 0, a.accepted == 2);
+    int c1 = connect_tcp(port), c2 = connect_tcp(port), c3 = connect_tcp(port);
+    UNTIL(s, &a, 0, a.accepted == 3);
+    fs_conn_pause(s, a.conn, 1); /* c3: paused by the application, never half-closed */
     char f[16];
     size_t n = frame4(f, "last", 4);
     send_all(c1, f, n);
@@ -713,13 +746,16 @@ static void test_graceful_stop(void)
     close(c1);
     UNTIL(s, &a, 0, a.closed == 1);
     CHECK(a.reason == FS_CLOSE_STOP && a.frames == 2);
-    /* c2 never closes: aborted when the grace period ends */
+    /* c2 never closes: aborted when the grace period ends, reported orderly (every reply
+     * was delivered before its half-close); c3, still paused, was not done */
     fake_now += 5 * SEC;
-    UNTIL(s, &a, 0, a.closed == 2);
-    CHECK(a.reason == FS_CLOSE_STOP_TIMEOUT);
+    UNTIL(s, &a, 0, a.closed == 3);
+    CHECK(a.reason == FS_CLOSE_STOP_TIMEOUT || a.reason == FS_CLOSE_STOP);
+    CHECK(stop_reasons[FS_CLOSE_STOP] == 2 && stop_reasons[FS_CLOSE_STOP_TIMEOUT] == 1);
     turn(s, &a, 0, 0);
     CHECK(fs_server_stopped(s));
     close(c2);
+    close(c3);
     finish(s, lfd);
 }
 
@@ -734,13 +770,25 @@ static void test_wakeup_and_signal_fd(void)
     turn(s, &a, 1000, 0);
     CHECK(a.wakeups == 1);
     CHECK(turn(s, &a, 0, 0) == 0); /* drained */
-    int w = fs_server_signal_fd(s);
-    CHECK(w >= 0 && fs_server_signal_fd(s) == w);
-    CHECK(write(w, "\2", 1) == 1);
+    int p[2];
+    REQUIRE(pipe(p) == 0);
+    CHECK(fs_server_watch_fd(s, 2, p[0]) == -EINVAL);
+    CHECK(fs_server_watch_fd(s, 1, p[0]) == 0);
+    CHECK(write(p[1], "\2", 1) == 1);
     turn(s, &a, 1000, 0);
-    CHECK(a.wakeups == 2 && fs_server_interrupted(s));
+    CHECK(a.watched == 1 && a.watch_slot == 1);
     turn(s, &a, 0, 0);
-    CHECK(!fs_server_interrupted(s));
+    CHECK(a.watched == 2); /* the owner drains it: level-triggered until then */
+    char b;
+    CHECK(read(p[0], &b, 1) == 1);
+    turn(s, &a, 0, 0);
+    CHECK(a.watched == 2 && !fs_server_interrupted(s));
+    CHECK(fs_server_watch_fd(s, 1, -1) == 0);
+    CHECK(write(p[1], "\2", 1) == 1);
+    turn(s, &a, 0, 0);
+    CHECK(a.watched == 2);
+    close(p[0]);
+    close(p[1]);
     fs_server_free(s);
 }
 
