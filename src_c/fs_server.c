@@ -46,7 +46,7 @@
 #define CHUNK_SLOTS (1u << CHUNK_SHIFT)
 #define EPOLL_BATCH 256
 #define ACCEPT_BUDGET 128               /* accepts per turn, all listeners together */
-#define POOL_MAX 16                     /* spare buffer blocks kept */
+#define POOL_MAX 256                    /* spare buffer blocks kept (resident only as far as touched) */
 #define MIN_BLOCK 4096
 #define ACCEPT_BACKOFF_NS 100000000LL   /* listeners rest 100 ms after EMFILE and the like */
 #define DISCARD_SIZE 16384
