@@ -3,7 +3,10 @@ prints "PORT <n>" once it listens on 127.0.0.1 and serves until killed. It pins 
 the CPU in $BENCH_CPU (default 0).
 
 W5: frames with a 4-byte big-endian length prefix, one reply frame (the same payload) per
-request frame. W4: echo of whatever arrives (1 KiB messages, one in flight).
+request frame. W4: echo of whatever arrives (1 KiB messages, one in flight). The hand-written
+W5 servers share `answer` (as fastsock bench's W5 servers do): each request's payload is cut
+out as a bytes object, as a handler would get it, and a reply frame is built around it; the
+replies of one read leave in one send / transport.write.
 """
 
 from __future__ import annotations
@@ -14,6 +17,29 @@ import selectors
 import socket
 import struct
 import sys
+
+
+HEADER = struct.Struct(">I")
+
+
+def answer(data, out: list) -> int:
+    """Append the reply frames (header, payload) of every complete frame of `data` to `out`;
+    return the offset after the last complete frame."""
+    unpack_from, pack, append = HEADER.unpack_from, HEADER.pack, out.append
+    end = len(data)
+    pos = 0
+    while True:
+        if end - pos < 4:
+            break
+        (size,) = unpack_from(data, pos)
+        stop = pos + 4 + size
+        if stop > end:
+            break
+        payload = bytes(data[pos + 4:stop])
+        append(pack(len(payload)))
+        append(payload)
+        pos = stop
+    return pos
 
 
 def listener() -> socket.socket:
@@ -67,7 +93,6 @@ def selectors_server(workload: str) -> None:
     sel.register(sock, selectors.EVENT_READ, None)
     bufs: dict[socket.socket, bytearray] = {}
     pending: dict[socket.socket, bytes] = {}
-    unpack = struct.Struct(">I").unpack_from
     announce(sock)
     while True:
         for key, mask in sel.select():
@@ -108,15 +133,8 @@ def selectors_server(workload: str) -> None:
             else:
                 buf = bufs[s]
                 buf += data
-                pos, end, replies = 0, len(buf), []
-                while end - pos >= 4:
-                    (size,) = unpack(buf, pos)
-                    stop = pos + 4 + size
-                    if stop > end:
-                        break
-                    replies.append(buf[pos:stop])  # the reply frame: the same prefix and payload
-                    pos = stop
-                del buf[:pos]
+                replies: list = []
+                del buf[:answer(buf, replies)]
                 if not replies:
                     continue
                 out = b"".join(replies)
@@ -133,8 +151,6 @@ def selectors_server(workload: str) -> None:
 
 
 def protocol_server(workload: str, loop_kind: str) -> None:
-    unpack = struct.Struct(">I").unpack_from
-
     class Echo(asyncio.Protocol):
         def connection_made(self, transport):
             self.t = transport
@@ -150,15 +166,8 @@ def protocol_server(workload: str, loop_kind: str) -> None:
         def data_received(self, data):
             buf = self.buf
             buf += data
-            pos, end, replies = 0, len(buf), []
-            while end - pos >= 4:
-                (size,) = unpack(buf, pos)
-                stop = pos + 4 + size
-                if stop > end:
-                    break
-                replies.append(buf[pos:stop])
-                pos = stop
-            del buf[:pos]
+            replies: list = []
+            del buf[:answer(buf, replies)]
             if replies:
                 self.t.write(b"".join(replies))
 

@@ -7,9 +7,9 @@
  *       complete frame (4-byte big-endian length prefix) parsed in place and answered
  *       with a frame carrying the same payload, all replies of the read in ONE send.
  *   w5 client <port> <server_pid> <conns> <inflight> <warmup_s> <seconds> <payload> <limit_s>
- *       conns connections, each keeping `inflight` requests in flight: a new request, in
- *       its own send, as each response arrives (W5_BATCH_SENDS=1: the new requests of one
- *       read in one send), every payload checked. Prints RESULT {"ops": n, "seconds": s, "server_cpu": s} for the measured
+ *       conns connections, each keeping `inflight` requests in flight: a new request as
+ *       each response arrives, the new requests of one read in one send (as fastsock bench's
+ *       W5 client; W5_BATCH_SENDS=0: each in its own send), every payload checked. Prints RESULT {"ops": n, "seconds": s, "server_cpu": s} for the measured
  *       part (server CPU from its CPU-time clock, or /proc/<pid>/stat).
  */
 #include "../../fastsock/_bench/c/bench_common.h"
@@ -192,13 +192,13 @@ static double proc_cpu(long pid)
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
-static int batch_sends = 0; /* W5_BATCH_SENDS=1 in the environment */
+static int batch_sends = 1; /* W5_BATCH_SENDS=0 in the environment: one send per request */
 
 static int client(long port, long pid, int nconns, int inflight, double warmup, double seconds, size_t psize,
                   long limit)
 {
     const char *bs = getenv("W5_BATCH_SENDS");
-    batch_sends = bs != NULL && strcmp(bs, "1") == 0;
+    batch_sends = bs == NULL || strcmp(bs, "0") != 0;
     set_limit(limit);
     if (nconns <= 0 || nconns > MAX_CONNS || inflight <= 0 || inflight > 256 || psize > 1024)
         fail("bad arguments");
