@@ -1339,6 +1339,20 @@ const struct sockaddr *fs_conn_sockname(fs_conn *c, socklen_t *len)
     return (const struct sockaddr *)&c->sock;
 }
 
+/* A binary length prefix's value (the common framing, decoded here without a call). */
+static inline uint64_t prefix_value(const fs_framing *f, const unsigned char *u)
+{
+    uint64_t v = 0;
+    if (f->little) {
+        for (unsigned i = f->width; i-- > 0;)
+            v = (v << 8) | u[i];
+    } else {
+        for (unsigned i = 0; i < f->width; i++)
+            v = (v << 8) | u[i];
+    }
+    return v;
+}
+
 int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *len)
 {
     if (c->state != ST_OPEN || (c->flags & (F_PAUSED | F_BP)))
@@ -1347,9 +1361,22 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
     if (held == 0)
         return 0;
     const char *p = fs_buffer_start(&c->in);
+    const fs_framing *f = &s->cfg.framing;
+    if (f->kind == FS_FRAMING_LENGTH && held >= f->width) { /* the fast path of a whole frame */
+        uint64_t v = prefix_value(f, (const unsigned char *)p);
+        if (v <= f->max_size && v <= held - f->width) {
+            *payload = p + f->width;
+            *len = (size_t)v;
+            fs_buffer_consume(&c->in, f->width + (size_t)v); /* p stays readable: see below */
+            c->need = 0;
+            c->flags |= F_CONSUMED;
+            s->st.frames_in++;
+            return 1;
+        }
+    }
     fs_frame fr;
     fr.resume = c->resume;
-    int rc = fs_frame_scan(&s->cfg.framing, p, held, &fr);
+    int rc = fs_frame_scan(f, p, held, &fr);
     if (rc == FS_FRAME_OK) {
         FS_ASSERT(fr.total <= held && fr.header + fr.payload <= fr.total);
         *payload = p + fr.header;
@@ -1464,21 +1491,33 @@ int fs_conn_send_frame(fs_server *s, fs_conn *c, const void *payload, size_t len
         return -EPIPE;
     char hdr[FS_FRAME_HEADER_MAX];
     size_t hlen = 0, tlen = 0;
-    int rc = fs_frame_header(f, payload, len, hdr, &hlen);
-    if (rc == FS_FRAME_TOO_LARGE)
-        return -EMSGSIZE;
-    if (rc != 0)
-        return -EINVAL;
-    const char *trailer = fs_frame_trailer(f, &tlen);
+    const char *trailer = "";
+    if (f->kind == FS_FRAMING_LENGTH) { /* the common framing, encoded here without a call */
+        if (len > f->max_size)
+            return -EMSGSIZE;
+        hlen = f->width;
+        uint64_t v = len;
+        for (unsigned i = 0; i < f->width; i++, v >>= 8)
+            hdr[f->little ? i : f->width - 1 - i] = (char)(v & 0xff);
+    } else {
+        int rc = fs_frame_header(f, payload, len, hdr, &hlen);
+        if (rc == FS_FRAME_TOO_LARGE)
+            return -EMSGSIZE;
+        if (rc != 0)
+            return -EINVAL;
+        trailer = fs_frame_trailer(f, &tlen);
+    }
     size_t total = hlen + len + tlen; /* len <= max_size <= 2^60: no overflow */
     size_t pending = fs_buffer_len(&c->out);
     if (total > s->cfg.write_limit - pending)
         return -ENOBUFS;
     if (buf_ensure(s, &c->out) != 0)
         return -ENOMEM;
-    long room = fs_buffer_reserve(&c->out, total, SIZE_MAX);
-    if (room < 0 || (size_t)room < total)
-        return -ENOMEM;
+    if (fs_buffer_room(&c->out) < total) {
+        long room = fs_buffer_reserve(&c->out, total, SIZE_MAX);
+        if (room < 0 || (size_t)room < total)
+            return -ENOMEM;
+    }
     char *end = fs_buffer_end(&c->out);
     memcpy(end, hdr, hlen);
     if (len)

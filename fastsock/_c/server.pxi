@@ -83,6 +83,7 @@ cdef object _TCP_FAMILIES = (_server_stdsocket.AF_INET, _server_stdsocket.AF_INE
 cdef double _NS = 1e9
 cdef int _MODE_FRAMES = 0, _MODE_BATCH = 1, _MODE_RAW = 2
 cdef int _WATCH_CALLS = 0, _WATCH_SIGNALS = 1
+cdef object _CONN_TOKEN = object()  # only the Server can make a Connection (not even via __new__)
 
 
 cdef object _sockaddr_py(const sockaddr *sa, socklen_t length):
@@ -166,8 +167,9 @@ cdef class Connection:
     cdef bint _xclosed      # close()/abort() called from another thread, not applied yet
     cdef object __weakref__
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("Connection objects are created by a fastsock.Server, not instantiated")
+    def __cinit__(self, token=None, *args, **kwargs):
+        if token is not _CONN_TOKEN:
+            raise TypeError("Connection objects are created by a fastsock.Server, not instantiated")
 
     cdef inline bint _on_loop(self):
         return PyThread_get_thread_ident() == self._server._loop_ident
@@ -555,7 +557,10 @@ cdef class Server:
         """A snapshot of the counters (from any thread): connections (open now), accepted,
         closed, frames_in, frames_out, bytes_in, bytes_out, writes (send system calls),
         paused (by backpressure, now), timeouts, errors, listeners, running."""
-        cdef fs_server_stats st = fs_server_get_stats(self._srv)[0]
+        cdef fs_server_stats st
+        if self._srv == NULL:
+            raise RuntimeError("the Server is not initialized")
+        st = fs_server_get_stats(self._srv)[0]
         listeners = len(self._plan) if self._plan is not None else len(self._listeners)
         return {
             "connections": st.connections,
@@ -603,6 +608,8 @@ cdef class Server:
         self.close()
 
     def __repr__(self):
+        if self._srv == NULL:
+            return "<fastsock.Server (not initialized)>"
         if self._framing is not None:
             mode = f"framing={self._framing!r}{' batch' if self._mode == _MODE_BATCH else ''}"
         else:
@@ -785,7 +792,7 @@ cdef class Server:
     # -- events -------------------------------------------------------------------------
 
     cdef int _on_accepted(self, fs_conn *c) except -1:
-        cdef Connection conn = Connection.__new__(Connection)
+        cdef Connection conn = Connection.__new__(Connection, _CONN_TOKEN)
         conn._server = self
         conn._c = c
         conn._id = fs_conn_id(c)

@@ -269,6 +269,47 @@ static void test_echo_one_send(void)
     finish(s, lfd);
 }
 
+/* The inline length-prefix paths: every width and byte order, partial headers too. */
+static void test_length_prefix_widths(void)
+{
+    static const unsigned widths[] = {1, 2, 4, 8};
+    for (int little = 0; little < 2; little++)
+        for (int k = 0; k < 4; k++) {
+            fs_server_config cfg = config(1);
+            unsigned w = widths[k];
+            cfg.framing.width = w;
+            cfg.framing.little = little;
+            cfg.framing.max_size = w == 1 ? 255 : 1000;
+            int port, lfd;
+            fs_server *s = server(&cfg, &port, &lfd);
+            app a = {.echo = 1};
+            int c = connect_tcp(port);
+            UNTIL(s, &a, 0, a.accepted == 1);
+            char msg[64];
+            size_t n = 0;
+            for (int f = 0; f < 2; f++) { /* "abc" then "" */
+                size_t plen = f == 0 ? 3 : 0;
+                for (unsigned i = 0; i < w; i++) {
+                    unsigned shift = 8 * (little ? i : w - 1 - i);
+                    msg[n + i] = (char)(shift < 64 ? (plen >> shift) & 0xff : 0);
+                }
+                memcpy(msg + n + w, "abc", plen);
+                n += w + plen;
+            }
+            send_all(c, msg, 1); /* a partial header first */
+            for (int i = 0; i < 3; i++)
+                turn(s, &a, 5, 0);
+            send_all(c, msg + 1, n - 1);
+            UNTIL(s, &a, 0, a.frames == 2);
+            turn(s, &a, 0, 0);
+            char back[64];
+            CHECK(recv_n(c, back, n) == n && memcmp(back, msg, n) == 0);
+            close(c);
+            UNTIL(s, &a, 0, a.closed == 1);
+            finish(s, lfd);
+        }
+}
+
 /* A message of several frames split in two writes at every position. */
 static void test_partial_frames_every_split(void)
 {
@@ -881,6 +922,7 @@ int main(void)
 {
     test_config_checked();
     test_echo_one_send();
+    test_length_prefix_widths();
     test_partial_frames_every_split();
     test_backpressure_holds_frames();
     test_partial_send_then_writable();
