@@ -15,7 +15,6 @@ import textwrap
 import threading
 
 import pytest
-
 from serverutil import WAIT, Recorder, connect, frame, frames, read_frame, read_frames, recv_exact, serving, wait_until
 from sockutil import subprocess_env
 
@@ -59,7 +58,7 @@ def test_a_stale_connection_never_reaches_the_connection_that_reuses_its_slot(C)
                 old.abort()
                 old.pause_reading()
                 old.resume_reading()
-            except BaseException as exc:  # reported to the test thread
+            except BaseException as exc:  # noqa: BLE001  (reported to the test thread)
                 errors.append(exc)
             done.set()
 
@@ -81,11 +80,10 @@ def test_raw_views_kept_across_many_reads_never_see_reused_memory(C):
         conn.write(b"k")
         return len(data)
 
-    with serving(C, handler, read_size=4096) as (server, addr):
-        with connect(addr) as c:
-            for i in range(200):
-                c.sendall(bytes([i % 251]) * (1 + i % 97))
-                assert recv_exact(c, 1) == b"k"
+    with serving(C, handler, read_size=4096) as (_, addr), connect(addr) as c:
+        for i in range(200):
+            c.sendall(bytes([i % 251]) * (1 + i % 97))
+            assert recv_exact(c, 1) == b"k"
     gc.collect()
     assert all(bytes(view) == copy for view, copy in kept)
     del kept[:]  # the blocks handed over are freed with their last view (ASan builds check it)
@@ -114,11 +112,11 @@ def test_one_send_per_connection_per_turn_with_many_connections(C):
 
 def test_connection_objects_are_small(C):
     seen = []
-    with serving(C, lambda conn, f: f, framing=C.LengthPrefix(), on_connect=seen.append) as (server, addr):
-        with connect(addr) as c:
-            c.sendall(frame(b"x"))
-            read_frame(c)
-            assert sys.getsizeof(seen[0]) <= 128
+    with serving(C, lambda conn, f: f, framing=C.LengthPrefix(), on_connect=seen.append) as (_, addr), \
+            connect(addr) as c:
+        c.sendall(frame(b"x"))
+        read_frame(c)
+        assert sys.getsizeof(seen[0]) <= 128
 
 
 IDLE_SERVER = """
@@ -158,7 +156,7 @@ def test_idle_connections_cost_less_than_2_kib_each(C):
             c.sendall(frame(b"warm"))
             read_frame(c)
         before = _rss_kib(proc.pid)
-        for i in range(count):
+        for _ in range(count):
             s = stdsocket.create_connection(addr, timeout=WAIT)
             s.sendall(frame(b"hello"))  # each one read, answered, then idle
             socks.append(s)

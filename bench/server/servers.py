@@ -18,7 +18,6 @@ import socket
 import struct
 import sys
 
-
 HEADER = struct.Struct(">I")
 
 
