@@ -847,15 +847,16 @@ cdef class Server:
         cdef size_t n
         cdef fs_server *srv = self._srv
         handler = self._handler
-        while fs_conn_next_frame(srv, c, &p, &n):
-            frame = PyBytes_FromStringAndSize(p, <Py_ssize_t>n)
+        while True:  # the try is entered once per run of frames, not once per frame
             try:
-                reply = handler(conn, frame)
-                if reply is not None:
-                    self._queue_reply(c, reply)
+                while fs_conn_next_frame(srv, c, &p, &n):
+                    frame = PyBytes_FromStringAndSize(p, <Py_ssize_t>n)
+                    reply = handler(conn, frame)
+                    if reply is not None:
+                        self._queue_reply(c, reply)
+                return 0
             except Exception as exc:
-                self._handler_error(conn, exc)
-        return 0
+                self._handler_error(conn, exc)  # then the next frames, unless it closed
 
     cdef int _deliver_batch(self, Connection conn, fs_conn *c) except -1:
         cdef const char *p
