@@ -67,7 +67,6 @@ enum {
     F_TOUCHED = 1u << 3,  /* in the touched list */
     F_READY = 1u << 4,    /* in the ready list */
     F_SWEEP = 1u << 5,    /* graceful stop: read until would-block before half-closing */
-    F_CONSUMED = 1u << 6, /* input consumed since the frame timer was last set */
     F_ABORT = 1u << 7,    /* close at the next flush without sending */
     F_TCP = 1u << 8,
     F_SOCKNAME = 1u << 9, /* sock/sock_len are filled */
@@ -99,6 +98,8 @@ struct fs_conn {
     uint64_t size;
     uint64_t need;      /* the partial frame's total size when its header told it, else 0 */
     uint32_t sweeps;    /* graceful stop: reads made by its read-until-would-block */
+    size_t old_held;    /* input held at the end of the last turn ... */
+    size_t consumed;    /* ... and consumed since: all of it gone means a frame began anew */
     fs_buffer in;
     fs_buffer out;
     size_t resume;      /* where a partial delimiter scan resumes */
@@ -592,7 +593,6 @@ static void settle_open(fs_server *s, fs_conn *c, size_t pending)
         timer_off(s, c, T_FRAME);
         buf_release(s, &c->in);
         c->resume = 0;
-        c->flags &= ~F_CONSUMED;
     } else {
         frame = has_frame(s, c);
         if (!framed(s) && held >= s->cfg.max_buffer && !paused) {
@@ -600,14 +600,15 @@ static void settle_open(fs_server *s, fs_conn *c, size_t pending)
             return;
         }
         if (paused || frame) {
-            timer_off(s, c, T_FRAME);
-        } else if ((c->flags & F_CONSUMED) || !c->t[T_FRAME].on) {
-            timer_arm(s, c, T_FRAME); /* a frame began in this turn's bytes */
+            timer_off(s, c, T_FRAME); /* runs only while the connection is read */
+        } else if (!c->t[T_FRAME].on || c->consumed >= c->old_held) {
+            timer_arm(s, c, T_FRAME); /* what is held began in this turn's bytes */
         }
-        c->flags &= ~F_CONSUMED;
         if (frame && !paused)
             ready_add(s, c); /* held frames not delivered (a handler stopped early) */
     }
+    c->old_held = held;
+    c->consumed = 0;
     if ((c->flags & F_SWEEP) && !paused)
         ready_add(s, c);
     if (c->flags & F_EOF) {
@@ -761,6 +762,7 @@ static int conn_open(fs_server *s, fs_conn *c, int fd, socklen_t peer_len, int i
     c->reason = c->err = 0;
     c->size = c->need = 0;
     c->sweeps = 0;
+    c->old_held = c->consumed = 0;
     c->resume = 0;
     c->user = NULL;
     c->data_turn = 0;
@@ -1369,7 +1371,7 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
             *len = (size_t)v;
             fs_buffer_consume(&c->in, f->width + (size_t)v); /* p stays readable: see below */
             c->need = 0;
-            c->flags |= F_CONSUMED;
+            c->consumed += f->width + (size_t)v;
             s->st.frames_in++;
             return 1;
         }
@@ -1386,7 +1388,7 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
         fs_buffer_consume(&c->in, fr.total);
         c->resume = 0;
         c->need = 0;
-        c->flags |= F_CONSUMED;
+        c->consumed += fr.total;
         s->st.frames_in++;
         return 1;
     }
@@ -1435,7 +1437,7 @@ void fs_conn_raw_consume(fs_server *s, fs_conn *c, size_t n)
         n = held;
     if (n) {
         fs_buffer_consume(&c->in, n);
-        c->flags |= F_CONSUMED;
+        c->consumed += n;
     }
     touch(s, c);
 }

@@ -493,6 +493,50 @@ static void test_idle_and_frame_timeouts(void)
     finish(s, lfd);
 }
 
+/* Raw mode's frame clock: bytes left unconsumed start it; it keeps running while bytes
+ * that arrived before remain, and starts anew when only this turn's bytes are left. */
+static void test_raw_frame_clock(void)
+{
+    fs_server_config cfg = config(0);
+    cfg.frame_timeout_ns = 3 * SEC;
+    int port, lfd;
+    fs_server *s = server(&cfg, &port, &lfd);
+    fs_server_set_clock(s, fake_clock, NULL);
+    app a = {.raw_keep = 3};
+    int c = connect_tcp(port);
+    UNTIL(s, &a, 1, a.accepted == 1);
+    send_all(c, "abcd", 4); /* consumes "a", holds "bcd": the clock starts */
+    UNTIL(s, &a, 1, fs_server_get_stats(s)->bytes_in == 4);
+    turn(s, &a, 0, 1);
+    fake_now += 2 * SEC;
+    send_all(c, "e", 1); /* consumes "b", holds "cde": "cd" came before, the clock runs on */
+    UNTIL(s, &a, 1, fs_server_get_stats(s)->bytes_in == 5);
+    turn(s, &a, 0, 1);
+    fake_now += SEC + 1;
+    UNTIL(s, &a, 1, a.closed == 1);
+    CHECK(a.reason == FS_CLOSE_FRAME_TIMEOUT);
+    close(c);
+
+    c = connect_tcp(port);
+    UNTIL(s, &a, 1, a.accepted == 2);
+    a.raw_keep = 2;
+    send_all(c, "abcd", 4); /* holds "cd" */
+    UNTIL(s, &a, 1, fs_server_get_stats(s)->bytes_in == 9);
+    turn(s, &a, 0, 1);
+    fake_now += 2 * SEC;
+    send_all(c, "ef", 2); /* consumes "cd": only this turn's "ef" is left, the clock starts anew */
+    UNTIL(s, &a, 1, fs_server_get_stats(s)->bytes_in == 11);
+    turn(s, &a, 0, 1);
+    fake_now += 2 * SEC;
+    turn(s, &a, 0, 1);
+    CHECK(a.closed == 1);
+    fake_now += SEC + 1;
+    UNTIL(s, &a, 1, a.closed == 2);
+    CHECK(a.reason == FS_CLOSE_FRAME_TIMEOUT);
+    close(c);
+    finish(s, lfd);
+}
+
 static void test_close_reasons(void)
 {
     fs_server_config cfg = config(1);
@@ -927,6 +971,7 @@ int main(void)
     test_backpressure_holds_frames();
     test_partial_send_then_writable();
     test_idle_and_frame_timeouts();
+    test_raw_frame_clock();
     test_close_reasons();
     test_malformed_and_buffer_bound();
     test_stale_ids();
