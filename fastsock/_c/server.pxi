@@ -909,10 +909,11 @@ cdef class Server:
             except Exception as exc:
                 error = exc
             finally:
-                try:
-                    data.release()
-                except BufferError:  # exported by the handler: it keeps the memory (handed over below)
-                    pass
+                if Py_REFCNT(data) > 1:  # kept by the handler: released now (dropping ours does it otherwise)
+                    try:
+                        data.release()
+                    except BufferError:  # exported by the handler: it keeps the memory (handed over below)
+                        pass
                 data = None
                 if view.exports:  # a slice outlived the call: that memory is the view's now
                     block = fs_conn_raw_detach(srv, c)
