@@ -3,13 +3,14 @@
 # feature file (socket.pxi, stream.pxi, poller.pxi) uses the names defined below and its own.
 #
 # Defined here: deadline_of, io_error, raise_ebadf, after_eintr, attach, size_arg, use_lowat,
+# framing_to_c (a framing object as src_c's fs_framing: the Stream's and the Server's),
 # IncompleteReadError, and the PEP 475 loops around src_c/fs_io, one per call shape (the GIL
 # released; -EINTR runs the signal handlers, which may raise, then the call resumes where it
 # stopped): io_recv_some, io_recv_exact, io_send_all, io_sendv_all.
 
 from libc.errno cimport EINTR, EBADF
-from libc.stdint cimport int64_t
-from libc.string cimport strerror
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memset, strerror
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.number cimport PyIndex_Check
 from cpython.pyport cimport PY_SSIZE_T_MAX
@@ -17,6 +18,9 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from fastsock._c.includes.fs_io cimport (
     iovec, FS_BLOCK, FS_ERR_TIMEOUT, FS_ERR_EOF, fs_deadline_from_timeout,
     fs_send_all, fs_sendv_all, fs_recv_exact, fs_recv_some,
+)
+from fastsock._c.includes.fs_frame cimport (
+    fs_framing, fs_framing_check, FS_FRAMING_LENGTH, FS_FRAMING_DELIMITER, FS_FRAMING_ASCII,
 )
 
 import operator as _operator
@@ -82,6 +86,31 @@ cdef inline Py_ssize_t size_arg(object n, str method) except -1:
     if n > PY_SSIZE_T_MAX:
         raise OverflowError("Python int too large to convert to C ssize_t")
     return <Py_ssize_t>n
+
+
+cdef object framing_to_c(object framing, fs_framing *f):
+    """Fill *f from a fastsock.framing object (None: all zero, no framing). Returns the bytes
+    object f.delim points into, which the caller keeps alive as long as *f is used (None when
+    there is no delimiter). ValueError if src_c finds the fields inconsistent."""
+    memset(f, 0, sizeof(fs_framing))
+    delim = None
+    if framing is None:
+        return None
+    f.kind = framing._kind
+    f.max_size = <uint64_t>framing.max_size
+    if f.kind == FS_FRAMING_LENGTH:
+        f.width = framing.size
+        f.little = framing.byteorder == "little"
+    elif f.kind == FS_FRAMING_ASCII:
+        f.width = framing.width
+    elif f.kind == FS_FRAMING_DELIMITER:
+        delim = bytes(framing.delimiter)
+        f.delim = <const char *>delim
+        f.delim_len = len(delim)
+        f.keep = framing.keep
+    if fs_framing_check(f) != 0:
+        raise ValueError(f"inconsistent framing {framing!r}")
+    return delim
 
 
 cdef inline bint use_lowat(object sock, Py_ssize_t size):

@@ -74,3 +74,7 @@ from fastsock.framing import (
     Netstring as Netstring,
     Varint as Varint,
 )
+
+# --- Server (server.pxi): the same class API as the pure twin, which type checkers read ---
+from fastsock._errors import FrameTimeout as FrameTimeout, IdleTimeout as IdleTimeout
+from fastsock._py.server import Connection as Connection, Server as Server, serve as serve

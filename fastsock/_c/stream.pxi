@@ -151,23 +151,7 @@ cdef class Stream:
     cdef int _set_framing(self, object framing) except -1:
         cdef fs_framing f
         _check_framing(framing)
-        memset(&f, 0, sizeof(fs_framing))
-        delim = None
-        if framing is not None:
-            f.kind = framing._kind
-            f.max_size = <uint64_t>framing.max_size
-            if f.kind == FS_FRAMING_LENGTH:
-                f.width = framing.size
-                f.little = framing.byteorder == "little"
-            elif f.kind == FS_FRAMING_ASCII:
-                f.width = framing.width
-            elif f.kind == FS_FRAMING_DELIMITER:
-                delim = bytes(framing.delimiter)
-                f.delim = <const char *>delim
-                f.delim_len = len(delim)
-                f.keep = framing.keep
-            if fs_framing_check(&f) != 0:
-                raise ValueError(f"inconsistent framing {framing!r}")
+        delim = framing_to_c(framing, &f)  # _io.pxi: one conversion for the Stream and the Server
         self._f = f
         self._delim = delim
         self._framing = framing
