@@ -139,6 +139,14 @@ class Framing:
         """Look for a frame at buf[start:end]; see `Scan`. Raises FrameTooLarge or FramingError."""
         raise NotImplementedError
 
+    @property
+    def _length_struct(self) -> Optional[struct.Struct]:
+        """The struct.Struct of the header when a frame is exactly that header, whose one
+        field is the payload's size, then the payload (no trailer, no check but max_size):
+        loops that frame many messages in Python (the pure Server) decode and encode such
+        headers inline with it. None for every other framing."""
+        return None
+
     def _scan_many(self, buf: Any, start: int, end: int, resume: int, limit: int) -> ScanMany:
         """The complete frames in buf[start:end], at most `limit` (>= 1): (payloads, stop,
         resume). `stop` is the offset after the last frame taken; `resume` is what the next
@@ -207,6 +215,10 @@ class LengthPrefix(Framing):
         if size > self.max_size:
             raise FrameTooLarge(size, self.max_size)
         return self._struct.pack(size), b""  # type: ignore[attr-defined]
+
+    @property
+    def _length_struct(self) -> Optional[struct.Struct]:
+        return self._struct  # type: ignore[attr-defined,no-any-return]
 
     def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
         width = self.size

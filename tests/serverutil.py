@@ -31,14 +31,6 @@ WAIT = 30.0
 _LEN = struct.Struct(">I")
 
 
-# ---- TEMPORARY GUARD (delete at merge, with its uses: the compiled Server is being built) ----
-@pytest.fixture
-def server_impl(impl: ModuleType) -> ModuleType:
-    """The backend under test, once it has a Server: skips the compiled case until then."""
-    if not hasattr(impl, "Server"):
-        pytest.skip("compiled Server not built yet")
-    return impl
-# ---- END OF TEMPORARY GUARD ----
 
 
 def frame(payload: bytes) -> bytes:

@@ -18,7 +18,6 @@ from serverutil import (
     read_frame,
     read_frames,
     recv_exact,
-    server_impl,  # noqa: F401  (fixture)
     serving,
     wait_until,
 )
@@ -29,8 +28,8 @@ REPLY = 64 * 1024
 
 
 @pytest.fixture
-def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
-    return server_impl
+def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+    return impl
 
 
 def test_a_client_that_does_not_read_is_paused_with_bounded_memory(S):

@@ -23,7 +23,6 @@ from serverutil import (
     read_frame,
     read_frames,
     recv_exact,
-    server_impl,  # noqa: F401  (fixture)
     serving,
     wait_until,
 )
@@ -36,8 +35,8 @@ from fastsock import IncompleteReadError
 pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
-def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
-    return server_impl
+def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+    return impl
 
 
 # ---- construction -----------------------------------------------------------------------
@@ -82,6 +81,7 @@ def test_public_names(S):
     (dict(reuse_port=1), TypeError),
 ])
 def test_bad_options(S, kwargs, error):
+    kwargs = dict(kwargs)  # the parametrize dict is shared by both backends' cases
     handler = kwargs.pop("handler", echo)
     kwargs.setdefault("framing", S.LengthPrefix(4))
     with pytest.raises(error):

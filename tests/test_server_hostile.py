@@ -22,7 +22,6 @@ from serverutil import (
     read_frame,
     read_frames,
     recv_exact,
-    server_impl,  # noqa: F401  (fixture)
     serving,
     wait_until,
 )
@@ -33,8 +32,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
-    return server_impl
+def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+    return impl
 
 
 def _rss() -> int:

@@ -21,7 +21,6 @@ from serverutil import (
     frames,
     is_eof,
     read_frame,
-    server_impl,  # noqa: F401  (fixture)
     serving,
     wait_until,
 )
@@ -30,8 +29,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
-    return server_impl
+def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+    return impl
 
 
 def _count(conn, f):

@@ -18,7 +18,6 @@ from serverutil import (
     is_eof,
     pid_gone,
     read_frame,
-    server_impl,  # noqa: F401  (fixture)
     wait_until,
 )
 
@@ -61,8 +60,8 @@ WORKERS_SERVER = """
 
 
 @pytest.fixture
-def S(server_impl):  # noqa: F811  (the fixture imported from serverutil)
-    return server_impl
+def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+    return impl
 
 
 def _address(child):

@@ -37,6 +37,7 @@ import math
 import operator
 import select
 import socket as _stdsocket
+import sys
 import threading
 from _thread import get_ident
 from time import monotonic
@@ -44,7 +45,7 @@ from typing import Any, Callable, Optional, Union
 
 from .. import _serverbase as _sb
 from .._errors import FrameTimeout, FrameTooLarge, IdleTimeout, IncompleteReadError
-from ..framing import Framing, FramingError, LengthPrefix
+from ..framing import Framing, FramingError
 from .poller import ERROR, HANGUP, READ, WRITE, Poller
 
 __all__ = ["Server", "Connection", "serve", "IdleTimeout", "FrameTimeout"]
@@ -121,59 +122,37 @@ def _make_waiter() -> _Waiter:
 
 # -- framing: the one place that scans and the one place that encodes -------------------
 
+#: No limit on the frames one scan takes.
+_NO_LIMIT = sys.maxsize
+
 
 def _scanner_for(framing: Framing) -> Callable[[Any, Optional[memoryview], int, int, int], ScanResult]:
     """scan(buf, view, pos, end, resume) -> (frames, stop, need, resume, error): every
-    complete frame of buf[pos:end] as bytes (sliced from `buf` when it is bytes and `view`
-    None, else copied out of `view`, a memoryview of the bytearray `buf`), `stop` the offset
+    complete frame of buf[pos:end] as bytes (`view`, a memoryview of `buf` when it is a
+    bytearray, is unused: the framing copies out of a bytearray itself), `stop` the offset
     after the last of them, then for the unfinished frame at `stop` the bytes it needs in
     all (0: unknown) and where its delimiter search resumes; `error` is the FrameTooLarge /
     FramingError raised by the frame at `stop` (the frames before it are returned: they are
     delivered first).
 
-    Everything goes through the framing's `_scan` (and will go through `_scan_many` when the
-    framings have it); LengthPrefix gets the same checks inlined, being the common case."""
-    many = getattr(framing, "_scan_many", None)
-    if many is not None:  # pragma: no cover  (the framings' batch scanner, when it exists)
-        return many  # type: ignore[no-any-return]
-    if type(framing) is LengthPrefix:
-        width = framing.size
-        unpack = framing._struct.unpack_from  # type: ignore[attr-defined]
-        limit = framing.max_size
-
-        def scan_length(buf: Any, view: Optional[memoryview], pos: int, end: int, resume: int) -> ScanResult:
-            frames: list[bytes] = []
-            append = frames.append
-            while end - pos >= width:
-                (size,) = unpack(buf, pos)
-                if size > limit:
-                    return frames, pos, 0, 0, FrameTooLarge(size, limit)
-                stop = pos + width + size
-                if stop > end:
-                    return frames, pos, width + size, 0, None
-                append(buf[pos + width:stop] if view is None else view[pos + width:stop].tobytes())
-                pos = stop
-            return frames, pos, 0, 0, None
-
-        return scan_length
+    Everything goes through the framing's `_scan_many` and `_scan`, so a new framing needs
+    nothing here."""
+    many = framing._scan_many
     scan = framing._scan
 
-    def scan_generic(buf: Any, view: Optional[memoryview], pos: int, end: int, resume: int) -> ScanResult:
-        frames: list[bytes] = []
+    def scan_frames(buf: Any, view: Optional[memoryview], pos: int, end: int, resume: int) -> ScanResult:
+        frames, stop, resume = many(buf, pos, end, resume, _NO_LIMIT)
+        if stop >= end:
+            return frames, stop, 0, 0, None
         try:
-            while pos < end:
-                header, size, total = scan(buf, pos, end, resume)
-                if header < 0:
-                    return frames, pos, size, total if size == 0 else 0, None
-                start = pos + header
-                frames.append(buf[start:start + size] if view is None else view[start:start + size].tobytes())
-                pos += total
-                resume = 0
+            _, size, extra = scan(buf, stop, end, resume)
         except (FrameTooLarge, FramingError) as exc:
-            return frames, pos, 0, 0, exc
-        return frames, pos, 0, 0, None
+            return frames, stop, 0, 0, exc
+        # _scan_many took every complete frame: the one at `stop` is partial (header < 0),
+        # needing `size` bytes in all if known, else its delimiter search resumes at `extra`.
+        return frames, stop, size, extra if size == 0 else 0, None
 
-    return scan_generic
+    return scan_frames
 
 
 def _skip_frames(framing: Framing, buf: Any, count: int) -> int:
@@ -207,9 +186,9 @@ def _as_buffer(payload: Any, what: str) -> Bytes:
 def _encoder_for(framing: Framing) -> Callable[[Any], tuple[Bytes, bytes, bytes]]:
     """encode(payload) -> (payload as a buffer, header, trailer): what a framed reply
     appends to the output (TypeError, FrameTooLarge, FramingError for a bad payload)."""
-    trailer = framing._trailer
-    if type(framing) is LengthPrefix:
-        pack = framing._struct.pack  # type: ignore[attr-defined]
+    codec = framing._length_struct
+    if codec is not None:  # a binary length header: encoded inline
+        pack = codec.pack
         limit = framing.max_size
 
         def encode_length(payload: Any) -> tuple[Bytes, bytes, bytes]:
@@ -221,11 +200,12 @@ def _encoder_for(framing: Framing) -> Callable[[Any], tuple[Bytes, bytes, bytes]
             return payload, pack(size), b""
 
         return encode_length
-    header = framing.header
+    wrap = framing._wrap
 
     def encode_generic(payload: Any) -> tuple[Bytes, bytes, bytes]:
         payload = _as_buffer(payload, "a reply")
-        return payload, header(payload), trailer
+        header, trailer = wrap(payload)
+        return payload, header, trailer
 
     return encode_generic
 
@@ -568,7 +548,7 @@ class Server:
         self._plan: Optional[_sb.ListenPlan] = _sb.ListenPlan() if o.workers > 1 else None
         self._supervisor: Optional[_sb.Supervisor] = None
         self._reset_stats()
-        if type(o.framing) is LengthPrefix and not o.batch:
+        if o.framing is not None and o.framing._length_struct is not None and not o.batch:
             self._deliver = self._length_deliverer()
 
     def _reset_stats(self) -> None:
@@ -846,7 +826,7 @@ class Server:
     def _deliver_frames(self, conn: Connection, buf: Union[bytes, bytearray], end: int, old: int) -> None:
         """Per-frame mode: handler(conn, frame) for each complete frame of buf[:end] (the
         first `old` bytes were held from earlier reads), until the connection holds.
-        (LengthPrefix has its own fused loop: _length_deliverer.)"""
+        (A binary length header has its own fused loop: _length_deliverer.)"""
         frames, pos, need, resume, error = self._scan_buffer(conn, buf, end)
         handler = self._handler
         done = 0
@@ -870,16 +850,19 @@ class Server:
         self._keep(conn, buf, pos, end, old, need, resume, error)
 
     def _length_deliverer(self) -> Callable[[Connection, Union[bytes, bytearray], int, int], None]:
-        """_deliver_frames for LengthPrefix, with the scan fused into the delivery loop (the
-        same checks as LengthPrefix._scan, and as _reply for bytes replies): the common case,
+        """_deliver_frames for a framing with a binary length header (LengthPrefix: see
+        Framing._length_struct), with the scan fused into the delivery loop (the same checks
+        as its _scan, and as _reply for bytes replies): the common case,
         where a separate scan pass costs the pure backend a list and a loop per read. A
         closure, so that its constants are cell loads rather than attribute loads."""
         framing = self._framing
-        assert type(framing) is LengthPrefix
+        assert framing is not None
+        codec = framing._length_struct
+        assert codec is not None
         handler = self._handler
-        unpack = framing._struct.unpack_from  # type: ignore[attr-defined]
-        pack = framing._struct.pack  # type: ignore[attr-defined]
-        width = framing.size
+        unpack = codec.unpack_from
+        pack = codec.pack
+        width = codec.size
         limit = framing.max_size
         high = self._high
         hard = self._write_limit - width
