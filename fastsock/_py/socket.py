@@ -35,30 +35,24 @@ _MSG_DONTWAIT = int(getattr(_stdsocket, "MSG_DONTWAIT", 0))
 _MSG_PEEK = int(getattr(_stdsocket, "MSG_PEEK", 0))
 _IOV_MAX = 1024
 
-# The stdlib calls every pure loop is built on. On Python 3.10+ they raise socket.timeout,
-# which is TimeoutError; on 3.9 the two are unrelated, so these wrappers turn the stdlib's
-# timeout into SocketTimeout (both), as the compiled backend raises it (3.9 only: no cost
-# on later versions).
+# The stdlib calls every pure loop is built on (called from C by map(), never wrapped: a
+# Python wrapper would open a window where a raising signal handler loses a count).
 _recv_into: Callable[..., int] = _stdsocket.socket.recv_into
 _send: Callable[..., int] = _stdsocket.socket.send
 _sendmsg: Optional[Callable[..., int]] = getattr(_stdsocket.socket, "sendmsg", None)
-_sendall: Callable[..., None] = _stdsocket.socket.sendall
-if SocketTimeout is not _stdsocket.timeout:  # pragma: no cover - Python 3.9 only
 
-    def _timeouts_as_timeout_error(method: Any) -> Any:
-        def call(*args: Any) -> Any:
-            try:
-                return method(*args)
-            except _stdsocket.timeout as exc:
-                raise SocketTimeout(*exc.args) from None
+if SocketTimeout is _stdsocket.timeout:  # Python 3.10+: socket.timeout is TimeoutError
 
-        call.__name__ = method.__name__
-        return call
+    def _as_timeout_error(exc: Optional[BaseException]) -> None:
+        """Nothing to do: the stdlib's timeout already is a TimeoutError."""
 
-    _recv_into = _timeouts_as_timeout_error(_recv_into)
-    _send = _timeouts_as_timeout_error(_send)
-    _sendmsg = _sendmsg and _timeouts_as_timeout_error(_sendmsg)
-    _sendall = _timeouts_as_timeout_error(_sendall)
+else:  # pragma: no cover - Python 3.9 (and PyPy 3.9)
+
+    def _as_timeout_error(exc: Optional[BaseException]) -> None:
+        """Make a stdlib socket.timeout, in place, the SocketTimeout the compiled backend
+        raises (also a TimeoutError), on its way out of a fastsock call."""
+        if type(exc) is _stdsocket.timeout:
+            exc.__class__ = SocketTimeout
 
 
 def _readable_view(data: Any) -> memoryview:
@@ -180,6 +174,7 @@ def _advance(views: list[memoryview], idx: int, n: int) -> int:
 
 
 def _report(exc: BaseException, name: str, count: int) -> None:
+    _as_timeout_error(exc)
     _attach(exc, name, count)
     if isinstance(exc, BlockingIOError) and name == "bytes_sent":
         exc.characters_written = count

@@ -85,6 +85,7 @@ from .socket import (
     _IOV_MAX,
     _MSG_NOSIGNAL,
     _advance,
+    _as_timeout_error,
     _Deadline,
     _readable_view,
     _recorded,
@@ -195,6 +196,7 @@ class Stream:
             self._land()
             self._settle()
             self._disarm()
+            _as_timeout_error(sys.exc_info()[1])  # a deadline that passed leaves through here
         finally:
             self._blocked = self._clock or self._landing or self._sending
 
