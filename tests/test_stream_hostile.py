@@ -488,7 +488,7 @@ def _call_recorded(state, call):
 @pytest.mark.parametrize("how", ["read", "read_frame", "read_exactly"])
 @pytest.mark.parametrize("timeout", [None, 30])
 def test_raising_signal_handler_loses_nothing_and_never_sticks(impl, how, timeout):
-    require_signal_points(impl)
+    require_signal_points()
     # Stream review regression: a handler that raises at any moment (even right after recv
     # returned, or inside the busy guard) must neither lose a byte nor leave the Stream busy.
     stream, peer = raw_pair(impl)
@@ -535,7 +535,7 @@ def test_raising_signal_handler_loses_nothing_and_never_sticks(impl, how, timeou
 @needs_main_thread
 @pytest.mark.parametrize("timeout", [None, 30])
 def test_raising_signal_handler_never_sends_twice(impl, timeout):
-    require_signal_points(impl)
+    require_signal_points()
     # Stream review regression: numbered records written under a raising handler: each record
     # reaches the peer whole, at most once, in order; every write that returned normally is
     # there.

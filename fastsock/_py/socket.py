@@ -143,6 +143,9 @@ def _check_open(sock: _stdsocket.socket) -> None:
 
 
 def _attach(exc: BaseException, name: str, count: object) -> None:
+    """Record partial progress on the exception leaving a call (which, on Python 3.9, is
+    made a TimeoutError too if it is the stdlib's socket.timeout)."""
+    _as_timeout_error(exc)
     try:
         setattr(exc, name, count)
     except AttributeError:  # an exception type without __dict__: nothing to attach to
@@ -174,7 +177,6 @@ def _advance(views: list[memoryview], idx: int, n: int) -> int:
 
 
 def _report(exc: BaseException, name: str, count: int) -> None:
-    _as_timeout_error(exc)
     _attach(exc, name, count)
     if isinstance(exc, BlockingIOError) and name == "bytes_sent":
         exc.characters_written = count
