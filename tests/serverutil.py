@@ -15,6 +15,7 @@ import socket as stdsocket
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -198,9 +199,11 @@ class Child:
     def __init__(self, impl: ModuleType, code: str, *args: str) -> None:
         env = subprocess_env("1" if impl.__name__ == "fastsock._py" else "0")
         env["PYTHONUNBUFFERED"] = "1"
+        # cwd: `python -c` puts its working directory first on sys.path, where a source tree
+        # would shadow the fastsock under test.
         self.proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=tempfile.gettempdir())
         self._lines: list[str] = []
         self._err: list[str] = []
         self._cond = threading.Condition()

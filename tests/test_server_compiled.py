@@ -11,6 +11,7 @@ import resource
 import socket as stdsocket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 
@@ -147,7 +148,7 @@ def test_idle_connections_cost_less_than_2_kib_each(C):
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {count + 256}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, count + 256), hard))
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(IDLE_SERVER), str(count)], stdout=subprocess.PIPE,
-                            text=True, env=subprocess_env("0"))
+                            text=True, env=subprocess_env("0"), cwd=tempfile.gettempdir())  # no source tree on sys.path
     socks = []
     try:
         port = int(proc.stdout.readline().split()[1])
