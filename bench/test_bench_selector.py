@@ -73,14 +73,14 @@ def test_select(benchmark, sockets, name):
 
 def _epoll_loop(ep, n):
     def run():
-        for fd, mask in ep.poll(0, n):
+        for _fd, _mask in ep.poll(0, n):
             pass
     return run
 
 
 def _poller_loop(p):
     def run():
-        for fd, mask in p.poll(0):
+        for _fd, _mask in p.poll(0):
             pass
     return run
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket as stdsocket
 
 import pytest
-
 from conftest import backend
 
 SIZES = [64, 4096, 65536, 1 << 20]

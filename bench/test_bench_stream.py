@@ -25,7 +25,7 @@ from typing import Any, Callable
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-import stream_servers as servers  # noqa: E402
+import stream_servers as servers
 
 N_FRAMES = int(os.environ.get("FASTSOCK_BENCH_FRAMES", "500000"))
 ROUNDS = int(os.environ.get("FASTSOCK_BENCH_ROUNDS", "20000"))

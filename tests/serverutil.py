@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-import pytest
 from sockutil import subprocess_env
 
 LOCAL = ("127.0.0.1", 0)
@@ -120,7 +119,7 @@ class Running:
     def _run(self) -> None:
         try:
             self.server.serve_forever()
-        except BaseException as exc:  # reported by stop()  # noqa: BLE001
+        except BaseException as exc:  # reported by stop()
             self.error = exc
 
     def stop(self, grace: float = 5.0, timeout: float = WAIT) -> None:

@@ -89,7 +89,8 @@ def probe(pure: bool) -> dict[str, dict[str, str | None]]:
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_bad_arguments_exit_2_with_a_clear_message(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_exit_2_with_a_clear_message(argv: list[str], message: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2

@@ -28,7 +28,7 @@ REPLY = 64 * 1024
 
 
 @pytest.fixture
-def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+def S(impl):
     return impl
 
 

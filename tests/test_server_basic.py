@@ -35,7 +35,7 @@ from fastsock import IncompleteReadError
 pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
-def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+def S(impl):
     return impl
 
 

@@ -59,7 +59,7 @@ def test_a_stale_connection_never_reaches_the_connection_that_reuses_its_slot(C)
                 old.abort()
                 old.pause_reading()
                 old.resume_reading()
-            except BaseException as exc:  # noqa: BLE001  (reported to the test thread)
+            except BaseException as exc:
                 errors.append(exc)
             done.set()
 

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+def S(impl):
     return impl
 
 

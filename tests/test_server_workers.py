@@ -60,7 +60,7 @@ WORKERS_SERVER = """
 
 
 @pytest.fixture
-def S(impl):  # noqa: F811  (the fixture imported from serverutil)
+def S(impl):
     return impl
 
 

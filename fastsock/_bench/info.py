@@ -46,7 +46,7 @@ def poller_name() -> str:
                     return value
             if hasattr(p, "close"):
                 p.close()
-        except Exception:  # noqa: BLE001 - info must not fail
+        except Exception:
             pass
     best = "epoll" if hasattr(select, "epoll") else "kqueue" if hasattr(select, "kqueue") else \
         "poll" if hasattr(select, "poll") else "select"
@@ -67,7 +67,8 @@ def features() -> dict[str, bool]:
         "SO_REUSEPORT": so_reuseport is not None and _sockopt(socket.SOL_SOCKET, so_reuseport),
         "SO_RCVLOWAT": _sockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1),
         "TCP_NODELAY": _sockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
-        "TCP_NOTSENT_LOWAT": sys.platform.startswith("linux") and _sockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 16384),
+        "TCP_NOTSENT_LOWAT": sys.platform.startswith("linux")
+        and _sockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, 16384),
         "TCP_KEEPIDLE": hasattr(socket, "TCP_KEEPIDLE") and _sockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60),
         "IPv6": socket.has_ipv6,
     }
@@ -91,7 +92,8 @@ def describe() -> dict[str, Any]:
 def render(d: dict[str, Any]) -> str:
     lines = [f"fastsock {d['fastsock']}", f"backend:  {d['backend']}" + (
         "  (pure Python: FASTSOCK_PURE=1 or no compiled extension)" if d["backend"] == "python" else "  (compiled)"),
-        f"poller:   {d['poller']}" + (f"  (available: {', '.join(d['poll_methods'])})" if d.get("poll_methods") else ""),
+        f"poller:   {d['poller']}"
+        + (f"  (available: {', '.join(d['poll_methods'])})" if d.get("poll_methods") else ""),
         f"python:   {d['python']}", f"platform: {d['platform']}", "features:"]
     for name, ok in d["features"].items():
         lines.append(f"  {'yes' if ok else 'no ':3}  {name}")

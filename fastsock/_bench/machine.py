@@ -40,7 +40,7 @@ def fastsock_backend(pure: bool) -> dict[str, Any]:
 
         ver, backend = json.loads(out.stdout)
         return {"version": ver, "backend": backend}
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
+    except Exception as exc:
         return {"version": None, "backend": None, "error": str(exc)}
 
 

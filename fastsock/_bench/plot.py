@@ -50,7 +50,8 @@ def plot(plan: Plan, summary: dict[str, Any], path: str, title: str) -> None:
         impls = [i for i in table if i != REFERENCE]
         impls.sort(key=lambda i: table[i]["median"])
         values = [table[i]["median"] for i in impls]
-        errs = [[table[i]["median"] - table[i]["min"] for i in impls], [table[i]["max"] - table[i]["median"] for i in impls]]
+        errs = [[table[i]["median"] - table[i]["min"] for i in impls],
+                [table[i]["max"] - table[i]["median"] for i in impls]]
         colors = ["#d9480f" if IMPLS[i].fastsock else "#868e96" for i in impls]
         ax.barh([label(case.workload, i) for i in impls], values, xerr=errs, color=colors, capsize=2)
         right = max(max(table[i]["max"] for i in table), 1e-9)

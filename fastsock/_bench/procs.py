@@ -19,9 +19,10 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Callable, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Callable, Optional
 
-_LIVE: set["Child"] = set()
+_LIVE: set[Child] = set()
 TICK = 0.5  # waits wake up this often to call `on_tick` (the progress display)
 on_tick: Optional[Callable[[], None]] = None
 
@@ -63,7 +64,7 @@ class Child:
         self.name = name
         self.argv = list(argv)
         self.core = core
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed by close(), with the child)
         self._buf = b""
         self._eof = False
         self.proc = subprocess.Popen(

@@ -130,13 +130,13 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
             lead = [str(point)] if wl.kind == "points" else []
             if s is None:
                 if first:  # report a row without figures once
-                    body.append(StatusRow(lead + [name], f"{row.status}: {row.reason}"[:160]))
+                    body.append(StatusRow([*lead, name], f"{row.status}: {row.reason}"[:160]))
                 continue
             if row.failures:
                 name += f" ({len(row.failures)} failed)"
-            cells = lead + [name, fmt_value(s["median"], wl.metric),
-                            f"{fmt_value(s['min'], wl.metric)}-{fmt_value(s['max'], wl.metric)}",
-                            fmt_ratio(s["vs_stdlib_best"]), fmt_ratio(s["vs_c"])]
+            spread = f"{fmt_value(s['min'], wl.metric)}-{fmt_value(s['max'], wl.metric)}"
+            cells = [*lead, name, fmt_value(s["median"], wl.metric), spread,
+                     fmt_ratio(s["vs_stdlib_best"]), fmt_ratio(s["vs_c"])]
             if latency:
                 cells += [fmt_num(s["p50_us"]), fmt_num(s["p99_us"])]
             cells += [fmt_num(s["server_cpu_per_op"], 2), fmt_ratio(s["cpu_vs_c"]), fmt_num(s["server_cpu_pct"], 0),
@@ -367,7 +367,8 @@ def to_json(plan: Plan, machine: dict[str, Any], command: list[str], options: di
                    "params": plan.params[c.key]} for c in plan.cases],
         "rows": [{"case": r.case, "impl": r.impl, "label": label(r.case.split("-")[0], r.impl),
                   "status": r.status, "reason": r.reason, "failures": r.failures, "runs": r.runs,
-                  "summary": [{"point": p, **s} for p, t in summary[r.case].items() for i, s in t.items() if i == r.impl]}
+                  "summary": [{"point": p, **s} for p, t in summary[r.case].items()
+                              for i, s in t.items() if i == r.impl]}
                  for r in plan.rows.values()],
     }
 

@@ -40,7 +40,8 @@ class Case:
     @property
     def title(self) -> str:
         wl = WORKLOADS[self.workload]
-        where = "server and client on different cores" if self.placement == "split" else "server and client on the same core"
+        where = ("server and client on different cores" if self.placement == "split"
+                 else "server and client on the same core")
         return f"{wl.key} {wl.name} ({where})"
 
 
@@ -416,7 +417,8 @@ def execute(plan: Plan, opts: Options, cref: creference.CReference,
             if row.runs:
                 row.status = "ok"
                 if row.failures:
-                    row.reason = f"{len(row.failures)} of {len(row.failures) + len(row.runs)} runs failed: {row.failures[0]}"
+                    runs = len(row.failures) + len(row.runs)
+                    row.reason = f"{len(row.failures)} of {runs} runs failed: {row.failures[0]}"
             else:
                 row.status = "failed"
                 row.reason = row.failures[0] if row.failures else "not run"

@@ -7,7 +7,8 @@ import socket
 import struct
 from typing import Any, Callable, Optional
 
-from .common import recvn as _recvn, Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, nodelay, run_loop
+from .common import Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, nodelay, run_loop
+from .common import recvn as _recvn
 
 MAX_FRAME = 1 << 20
 HEADER = struct.Struct(">I")

@@ -7,7 +7,8 @@ import socket
 import struct
 from typing import Any, Callable, Optional
 
-from .common import recvn as _recvn, Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, run_loop
+from .common import Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, run_loop
+from .common import recvn as _recvn
 
 BUF = 256 * 1024
 HEADER = struct.Struct(">I")

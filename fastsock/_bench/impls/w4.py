@@ -27,7 +27,8 @@ from .common import (
 READ_SIZE = 65536
 
 
-def selector_echo(make_selector: Callable[[], selectors.BaseSelector], wrap: Callable[[Any], Any]) -> Callable[..., Any]:
+def selector_echo(make_selector: Callable[[], selectors.BaseSelector],
+                  wrap: Callable[[Any], Any]) -> Callable[..., Any]:
     """The HOWTO's non-blocking server: one selector, accept, recv, send, keep what was not sent."""
 
     def run(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
