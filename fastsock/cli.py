@@ -27,15 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastsock", description="fastsock command line tools.")
     sub = parser.add_subparsers(dest="command", metavar="{bench,info}")
     wl_help = ", ".join(f"{w.key} {w.name}" for w in WORKLOADS.values())
+    keys = ", ".join(WORKLOADS)
     bench = sub.add_parser(
-        "bench", help="compare fastsock with the stdlib, asyncio, uvloop, gevent and C on workloads W1-W4",
-        description="Runs the workloads W1-W4 for every available implementation, each server in its own "
+        "bench", help=f"compare fastsock with the stdlib, asyncio, uvloop, gevent and C on workloads {keys}",
+        description=f"Runs the workloads {keys} for every available implementation, each server in its own "
         "process with a C load generator on another core, and prints one table per workload with the "
         "ratios to stdlib best and to C.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="implementations: " + ", ".join(IMPLS) + "\nworkloads: " + wl_help,
     )
-    bench.add_argument("--quick", action="store_true", help="small counts: the whole run in about a minute")
+    bench.add_argument("--quick", action="store_true", help="small counts: the whole run in about two minutes")
     bench.add_argument("--workload", "-w", default=",".join(WORKLOADS), metavar="W1,W3",
                        help="comma-separated workloads (default: all)")
     bench.add_argument("--impl", "-i", default=None, metavar="NAME,...",
