@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from types import ModuleType
@@ -39,6 +40,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # A background job of a non-interactive shell starts with SIGINT ignored, and children
+    # inherit that. The Ctrl-C tests (here and in the servers' child processes) need it as in
+    # a terminal: a handled SIGINT here, which exec resets to the default in every child.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if not config.getoption("--no-c-extensions"):
         try:
             importlib.import_module("fastsock._c._speedups")
