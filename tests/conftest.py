@@ -2,7 +2,12 @@
 
 `impl` is the backend module (`fastsock._c._speedups` or `fastsock._py`); both expose the
 same names. `--no-c-extensions` drops the compiled backend (for a FASTSOCK_NO_EXTENSIONS
-install); without it, a missing extension is an error, never a silent skip.
+install); without it, a missing extension is an error, never a silent skip. `--backend c`
+runs the backend-parametrized tests on the compiled backend only (CI's debug-build and wheel
+jobs, which test what differs in those builds; the pure backend is tested by the other jobs);
+`--backend python` is `--no-c-extensions`. Tests marked `slow` (multi-process, thousands of
+connections, the CPython socket suite) run unless `-m "not slow"` deselects them, which CI
+does only on the jobs that repeat the main one on another interpreter.
 
 Fixtures shared by the Poller and Selector tests (test_poller.py, test_selector.py,
 test_selector_asyncio.py) are here too: `method` (each poll method of the backend) and
@@ -20,6 +25,7 @@ from types import ModuleType
 
 import pytest
 from hypothesis import settings
+from sockutil import pure_only
 
 # HYPOTHESIS_PROFILE=ci-fast (CI's runs on the other interpreters) lowers the example count
 # of property tests without their own (those with one use sockutil.examples).
@@ -37,6 +43,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run the tests on the pure-Python backend only (for installs without the extension)",
     )
+    parser.addoption(
+        "--backend",
+        choices=["both", "c", "python"],
+        default="both",
+        help="the backends the `impl` tests run on (python: as --no-c-extensions)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,7 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # a terminal: a handled SIGINT here, which exec resets to the default in every child.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    if not config.getoption("--no-c-extensions"):
+    if not pure_only(config):
         try:
             importlib.import_module("fastsock._c._speedups")
         except ImportError as exc:
@@ -63,7 +75,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def _backends(config: pytest.Config) -> list[str]:
-    return ["python"] if config.getoption("--no-c-extensions") else BACKENDS
+    if pure_only(config):
+        return ["python"]
+    return ["c"] if config.getoption("--backend") == "c" else BACKENDS
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -72,7 +86,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--no-c-extensions"):
+    if pure_only(config):
         keep = [item for item in items if item.get_closest_marker("c_only") is None]
         deselected = [item for item in items if item.get_closest_marker("c_only") is not None]
         if deselected:

@@ -46,6 +46,11 @@ def require_signal_points() -> None:
         pytest.skip(needs_cpython_signal_points.kwargs["reason"])
 
 
+def pure_only(config: pytest.Config) -> bool:
+    """True when the run tests the pure backend alone (--no-c-extensions or --backend python)."""
+    return bool(config.getoption("--no-c-extensions")) or config.getoption("--backend") == "python"
+
+
 #: Allocation bounds are measured with tracemalloc, which only CPython has; on PyPy the same
 #: rules are checked through the buffers' capacities (tests/test_stream_memory.py).
 needs_tracemalloc = pytest.mark.skipif(tracemalloc is None, reason="tracemalloc is CPython-only (PyPy has no "

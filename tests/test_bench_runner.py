@@ -30,6 +30,8 @@ from fastsock._bench.spec import IMPLS, WORKLOADS
 ROOT = Path(fastsock.__file__).resolve().parents[1]
 CWD = tempfile.gettempdir()
 TAG_ENV = "FASTSOCK_BENCH_TEST_TAG"
+# slow: child processes, C references compiled; tests the runner, not the interpreter under it
+pytestmark = pytest.mark.slow
 
 
 def _env(tag: str, **extra: str) -> dict[str, str]:

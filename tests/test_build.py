@@ -12,6 +12,7 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # whole builds in a temp dir: once per CI run is enough
 
 
 def source_tree(dest: pathlib.Path) -> None:

@@ -27,7 +27,8 @@ MODES = {
     "release": ["-O2", "-g", "-DNDEBUG"],
 }
 
-pytestmark = [pytest.mark.c_only, pytest.mark.timeout(120)]
+# slow: the C code alone, whatever the interpreter: one job's run is enough
+pytestmark = [pytest.mark.c_only, pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def _cc() -> str:

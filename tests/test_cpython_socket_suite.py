@@ -19,6 +19,7 @@ pytest.importorskip("test.test_socket", reason="this interpreter does not ship C
                     "(PyPy, or a distribution without the test package)")
 
 
+@pytest.mark.slow  # 40 s per backend: run by the main, pure and debug jobs
 @pytest.mark.timeout(600)
 def test_cpython_socket_suite_passes(impl):
     env = subprocess_env("1" if impl.__name__ == "fastsock._py" else "0")

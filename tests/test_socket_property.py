@@ -9,7 +9,7 @@ import socket as stdsocket
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sockutil import Peer, examples, recv_all
+from sockutil import Peer, examples, pure_only, recv_all
 
 import fastsock
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def _backends(pytestconfig):
     names = ["fastsock._py"]
-    if not pytestconfig.getoption("--no-c-extensions"):
+    if not pure_only(pytestconfig):
         names.append("fastsock._c._speedups")
     return [importlib.import_module(n) for n in names]
 

@@ -9,7 +9,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sockutil import examples
+from sockutil import examples, pure_only
 from streamutil import ALL_FRAMINGS, Peer, make_pair
 
 BACKENDS = {"c": "fastsock._c._speedups", "python": "fastsock._py"}
@@ -17,7 +17,7 @@ BACKENDS = {"c": "fastsock._c._speedups", "python": "fastsock._py"}
 
 def _modules(pytestconfig: pytest.Config) -> list[str]:
     """Both backends, or only the pure one under --no-c-extensions."""
-    if pytestconfig.getoption("--no-c-extensions"):
+    if pure_only(pytestconfig):
         return [BACKENDS["python"]]
     return list(BACKENDS.values())
 
