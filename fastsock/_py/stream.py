@@ -220,6 +220,27 @@ class Stream:
             self._clock = clock
         clock.arm()
 
+    def _arm_send(self) -> None:
+        """Before each send: the socket tries it at once, never waiting first (a send that
+        would block waits in _wait_send). Hot paths test as for _arm."""
+        clock = self._clock
+        if clock is None:
+            if not self._sock.gettimeout():
+                return
+            clock = _Deadline(self._sock)
+            if clock.deadline is None:
+                return
+            self._clock = clock
+        clock.arm_send()
+
+    def _wait_send(self, exc: BaseException) -> None:
+        """A send raised BlockingIOError `exc`, sending nothing: wait for room until the
+        deadline (TimeoutError), or raise `exc` for a non-blocking socket."""
+        clock = self._clock
+        if clock is None:
+            raise exc
+        clock.wait_writable(exc)
+
     def _reserve(self, want: int, limit: int) -> int:
         """Free space after the held bytes for `want` more (as fs_buffer_reserve): move the
         held bytes to the front, then grow (at least doubling) up to `limit` (a capacity
@@ -506,11 +527,15 @@ class Stream:
         sock = self._sock
         idx = 0  # first view not yet fully sent
         while idx < len(views):
-            self._arm()
-            if idx == len(views) - 1 or _sendmsg is None:
-                n = _recorded(moved, _send, sock, views[idx], _MSG_NOSIGNAL)
-            else:
-                n = _recorded(moved, _sendmsg, sock, views[idx:idx + _IOV_MAX], (), _MSG_NOSIGNAL)
+            self._arm_send()
+            try:
+                if idx == len(views) - 1 or _sendmsg is None:
+                    n = _recorded(moved, _send, sock, views[idx], _MSG_NOSIGNAL)
+                else:
+                    n = _recorded(moved, _sendmsg, sock, views[idx:idx + _IOV_MAX], (), _MSG_NOSIGNAL)
+            except BlockingIOError as exc:  # nothing sent
+                self._wait_send(exc)
+                continue
             idx = _advance(views, idx, n)
 
     def _flush(self) -> None:
@@ -520,8 +545,12 @@ class Stream:
         sock = self._sock
         while wbuf:
             if self._clock is not None or sock.timeout:
-                self._arm()
-            (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+                self._arm_send()
+            try:
+                (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+            except BlockingIOError as exc:  # nothing sent
+                self._wait_send(exc)
+                continue
             del wbuf[:sent]  # no check since the send returned
 
     def _write_many(self, items: Any, framed: bool) -> None:
@@ -1029,8 +1058,12 @@ class Stream:
             sock = self._sock
             while wbuf:  # _flush, inline (the ping-pong path)
                 if self._clock is not None or sock.timeout:
-                    self._arm()
-                (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+                    self._arm_send()
+                try:
+                    (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+                except BlockingIOError as exc:  # nothing sent
+                    self._wait_send(exc)
+                    continue
                 del wbuf[:sent]  # no check since the send returned
         finally:
             if self._oversized and self._rhead == self._rtail:
