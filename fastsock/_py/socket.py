@@ -204,6 +204,39 @@ def _advance(views: list[memoryview], idx: int, n: int) -> int:
     return idx
 
 
+# The send loops run in functions of their own, called from the try of the method that
+# reports progress and restores the timeout: CPython 3.12+ can raise a signal handler's
+# exception at a loop's back edge outside the exception table of a try around the loop, so
+# its except/finally would not run (see fastsock/_py/stream.py, "No loop in a guarded body").
+
+def _send_loop(sock: Any, view: memoryview, flags: int, clock: _Deadline, moved: list[int]) -> None:
+    """sendall's loop: each count recorded in `moved` (from C), waits only on would-block."""
+    sent = 0
+    total = len(view)
+    while sent < total:
+        clock.arm_send()
+        try:
+            sent += _recorded(moved, _send, sock, view[sent:], flags)
+        except BlockingIOError as exc:  # nothing sent
+            clock.wait_writable(exc)
+
+
+def _sendmsg_loop(sock: Any, views: list[memoryview], flags: int, clock: _Deadline, moved: list[int]) -> int:
+    """sendall_many's loop (views non-empty, sliced in place as they go out); the count."""
+    sent = 0
+    idx = 0  # first view not yet fully sent
+    while idx < len(views):
+        clock.arm_send()
+        try:
+            n = _recorded(moved, _sendmsg, sock, views[idx:idx + _IOV_MAX], (), flags)
+        except BlockingIOError as exc:  # nothing sent
+            clock.wait_writable(exc)
+            continue
+        sent += n
+        idx = _advance(views, idx, n)
+    return sent
+
+
 def _report(exc: BaseException, name: str, count: int) -> None:
     _attach(exc, name, count)
     if isinstance(exc, BlockingIOError) and name == "bytes_sent":
@@ -221,17 +254,10 @@ class socket(SocketBase):
         view = _readable_view(data)
         flags = operator.index(flags) | _MSG_NOSIGNAL
         _check_open(self)
-        total = len(view)
         moved: list[int] = []
-        sent = 0
         clock = _Deadline(self, flags)
         try:
-            while sent < total:
-                clock.arm_send()
-                try:
-                    sent += _recorded(moved, _send, self, view[sent:], flags)
-                except BlockingIOError as exc:
-                    clock.wait_writable(exc)
+            _send_loop(self, view, flags, clock, moved)
             return None
         except BaseException as exc:
             _report(exc, "bytes_sent", sum(moved))
@@ -255,20 +281,9 @@ class socket(SocketBase):
         _check_open(self)
         views = [v for v in views if len(v)]
         moved: list[int] = []
-        sent = 0
-        idx = 0  # first view not yet fully sent
         clock = _Deadline(self, flags)
         try:
-            while idx < len(views):
-                clock.arm_send()
-                try:
-                    n = _recorded(moved, _sendmsg, self, views[idx:idx + _IOV_MAX], (), flags)
-                except BlockingIOError as exc:
-                    clock.wait_writable(exc)
-                    continue
-                sent += n
-                idx = _advance(views, idx, n)
-            return sent
+            return _sendmsg_loop(self, views, flags, clock, moved)
         except BaseException as exc:
             _report(exc, "bytes_sent", sum(moved))
             raise

@@ -56,6 +56,14 @@ restore, and consumes nothing. The pattern is not a decorator: a wrapper would h
 consumed result back through one more return, where a handler's exception would drop it,
 and would cost a Python call per method. tests/test_pure_stream_signal_windows.py raises
 at each check of each method in turn.
+
+No loop in a guarded body. CPython 3.13 (and 3.12 at times) can run a raising handler at a
+`while` loop's back edge where no entry of the exception table covers it, even inside a
+`try`: the exception then leaves the method without running its `finally`, and the Stream
+stayed busy for good (the flag set, nobody to clear it). So the try body of every public
+method, and of _leave, is straight-line code and calls; each loop lives in a helper
+(_flush, _fill_to_eof, _next_frame, ...), whose exception reaches the guard at the call,
+which the table covers. tests/test_stream_hostile.py checks the bytecode for this.
 """
 
 from __future__ import annotations
@@ -291,6 +299,11 @@ class Stream:
         else:
             self._eof = True
         return n
+
+    def _fill_to_eof(self) -> None:
+        """read(-1): fill until EOF (a loop kept out of the guarded body: see _no_loops)."""
+        while not self._eof:
+            self._fill(0)
 
     def _fill_to(self, size: int) -> bool:
         while self._rtail - self._rhead < size:
@@ -603,8 +616,7 @@ class Stream:
         self._blocked = _IN_USE
         try:
             if n is None or n < 0:
-                while not self._eof:
-                    self._fill(0)
+                self._fill_to_eof()
                 size = self._rtail - self._rhead
             else:
                 size = _size(n, "read")
@@ -1013,7 +1025,7 @@ class Stream:
                 raise ValueError(_NO_FRAMING)
             header, trailer = framing._wrap(view)
             if len(view) > _COPY_MAX:
-                self._gather([part for part in (header, view, trailer) if len(part)])
+                self._gather([header, view, trailer])  # empty parts are skipped when sent
                 return None
             wbuf = self._wbuf
             wbuf += header
@@ -1054,17 +1066,8 @@ class Stream:
             self._refuse()
         self._blocked = _IN_USE
         try:
-            wbuf = self._wbuf
-            sock = self._sock
-            while wbuf:  # _flush, inline (the ping-pong path)
-                if self._clock is not None or sock.timeout:
-                    self._arm_send()
-                try:
-                    (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
-                except BlockingIOError as exc:  # nothing sent
-                    self._wait_send(exc)
-                    continue
-                del wbuf[:sent]  # no check since the send returned
+            if self._wbuf:
+                self._flush()
         finally:
             if self._oversized and self._rhead == self._rtail:
                 self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
