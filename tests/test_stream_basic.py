@@ -7,7 +7,7 @@ import os
 import socket as stdsocket
 
 import pytest
-from streamutil import ALL_FRAMINGS, Peer, make_pair, raw_pair, stream_pair, transports
+from streamutil import ALL_FRAMINGS, Peer, make_pair, raw_pair, small_buffers, stream_pair, transports
 
 from fastsock import FrameTooLarge, IncompleteReadError
 
@@ -488,3 +488,21 @@ def test_writes_with_a_timeout_try_before_waiting(impl, how):
         while len(got) < len(expected):
             got += peer.recv(1 << 20)
         assert got == expected
+
+
+def test_close_whose_flush_times_out_raises_timeout_error(impl):
+    # close() flushes; a peer that reads nothing makes that flush time out: the error is a
+    # TimeoutError on every interpreter (on Python 3.9 the stdlib's socket.timeout is not
+    # one), and the Stream is closed all the same.
+    stream_sock, peer = make_pair(impl, "unix")
+    small_buffers(stream_sock, peer)
+    stream = impl.Stream(stream_sock, write_buffer=4 << 20)
+    with peer:
+        for _ in range(200):
+            stream.write(b"q" * 10_000)  # queued: write_buffer is not reached
+        assert stream.pending == 2_000_000
+        stream.socket.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            stream.close()
+        assert stream.closed and stream.fileno() == -1
+        stream.close()  # closing twice is harmless

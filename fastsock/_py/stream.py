@@ -1122,6 +1122,9 @@ class Stream:
             self._settle()
             if self._wbuf and self._sock.fileno() >= 0:
                 self._flush()
+        except BaseException as exc:
+            _as_timeout_error(exc)  # Python 3.9: a stdlib socket.timeout leaves as a TimeoutError
+            raise
         finally:
             self._closed = True
             self._blocked = _CLOSED  # from here on every call raises EBADF; close() returns
