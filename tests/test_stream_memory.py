@@ -190,3 +190,23 @@ def test_hostile_announcement_reserves_at_most_grow_from(impl, how):
         assert peak < 2 * GROW_FROM, f"{peak} bytes traced for a frame that sent 100 kB"
         assert stream._read_capacity == R
         assert stream.at_eof()
+
+
+def test_bytes_landed_after_a_timeout_start_an_emptied_buffer_at_its_front(impl):
+    # A large read_exactly receives straight into its result; on timeout its bytes join the
+    # read buffer. When that buffer was emptied by earlier reads, they go at its front (as
+    # fs_buffer_consume resets an empty buffer), not after the stale offset of what was read.
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        peer.sendall(b"a" * 100)
+        _wait_queued(stream.socket, 100)
+        assert stream.read(100) == b"a" * 100
+        stream.socket.settimeout(0.3)
+        peer.sendall(b"b" * 1000)
+        _wait_queued(stream.socket, 1000)
+        with pytest.raises(TimeoutError):
+            stream.read_exactly(200_000)
+        assert stream.buffered == 1000 and stream._read_capacity == R
+        if hasattr(stream, "_rhead"):  # the pure layout (the compiled one is fs_buffer's)
+            assert (stream._rhead, stream._rtail) == (0, 1000)
+        assert stream.read(5000) == b"b" * 1000

@@ -366,6 +366,8 @@ class Stream:
         if landing is not None:
             dst, start, prog = landing
             end = sum(prog)
+            if self._rhead == self._rtail:
+                self._rhead = self._rtail = 0  # as fs_buffer_consume: an empty buffer starts at 0
             self._reserve(end - start, _NO_LIMIT)  # consistent layout whether or not it ends
             tail = self._rtail
             self._rview[tail:tail + end - start] = dst[start:end]  # same length: no resize
