@@ -25,7 +25,7 @@ import time
 
 import pytest
 from sockutil import needs_tracemalloc, tracemalloc
-from streamutil import Peer, raw_pair
+from streamutil import Peer, raw_pair, small_buffers
 
 from fastsock import IncompleteReadError, _streambase
 
@@ -210,3 +210,49 @@ def test_bytes_landed_after_a_timeout_start_an_emptied_buffer_at_its_front(impl)
         if hasattr(stream, "_rhead"):  # the pure layout (the compiled one is fs_buffer's)
             assert (stream._rhead, stream._rtail) == (0, 1000)
         assert stream.read(5000) == b"b" * 1000
+
+
+WKEEP = _streambase.shrink_threshold(_streambase.DEFAULT_WRITE_BUFFER)  # the write queue's
+
+
+@pytest.mark.parametrize("how", ["flush", "gather"])
+def test_write_queue_is_given_back_once_flushed(impl, how):
+    # The write queue follows the read buffer's rule with write_buffer for read_size: the
+    # send that empties a queue above shrink_threshold(write_buffer) gives its memory back
+    # (here: the unsent rest of a large write that timed out, sent by flush() or with the
+    # next large write in one gather send); ordinary traffic keeps at most that much.
+    # _write_capacity is the queue's memory, in both backends.
+    stream, peer = raw_pair(impl, "tcp4")
+    small_buffers(stream.socket, peer)
+    big = bytes(range(256)) * (3 * MiB // 256)
+    with stream, peer:
+        assert stream._write_capacity == 0  # a new Stream owns no write memory
+        for _ in range(3):
+            stream.write(b"s" * 1000)
+        stream.flush()
+        assert peer.recv(3000, stdsocket.MSG_WAITALL) == b"s" * 3000
+        assert stream.pending == 0 and stream._write_capacity <= WKEEP
+
+        stream.socket.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            stream.write(big)  # nobody reads: most of it stays queued
+        unsent = stream.pending
+        assert unsent > WKEEP and stream._write_capacity >= unsent
+        reader = Peer(lambda: b"".join(iter(lambda: peer.recv(1 << 20), b"")))
+        stream.socket.settimeout(None)
+        if how == "flush":
+            stream.flush()
+        else:
+            stream.write(big)  # the queue and this write in one gather send
+        assert stream.pending == 0
+        assert stream._write_capacity == 0  # emptied from above the threshold: given back
+
+        for _ in range(3):
+            stream.write(b"t" * 1000)
+        stream.flush()
+        assert stream._write_capacity <= WKEEP
+        stream.shutdown_write()
+        got = reader.join()
+    sent_first = len(big) - unsent
+    expected = big[sent_first:] + (big if how == "gather" else b"") + b"t" * 3000
+    assert got[-len(expected):] == expected and len(got) == len(expected) + sent_first

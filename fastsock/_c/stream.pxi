@@ -97,6 +97,7 @@ cdef class Stream:
     cdef Py_ssize_t _max_buffer
     cdef Py_ssize_t _write_buffer
     cdef size_t _shrink_at     # an emptied read buffer larger than this gives its memory back
+    cdef size_t _wshrink_at    # the same for the write queue (see _streambase.shrink_threshold)
     cdef size_t _resume        # where a partial delimiter scan resumes, relative to the head
     cdef int64_t _deadline     # the current call's deadline, computed at its first wait
     cdef bint _eof
@@ -123,6 +124,7 @@ cdef class Stream:
         self._set_framing(framing)
         self._sock = sock
         self._shrink_at = <size_t>_shrink_threshold(self._read_size)
+        self._wshrink_at = <size_t>_shrink_threshold(self._write_buffer)
         self._eof = False
         self._closed = False
 
@@ -417,6 +419,7 @@ cdef class Stream:
             self._requeue(iov, n, sent)
             raise
         fs_buffer_consume(&self._w, queued)
+        fs_buffer_shrink(&self._w, self._wshrink_at)  # emptied after a large backlog: give it back
         return 0
 
     cdef int _queue(self, const char *p, size_t n) except -1:
@@ -747,6 +750,12 @@ cdef class Stream:
         """Private, for tests: the read buffer's capacity in bytes (its memory, held or free),
         to check that both backends keep the same after the same operations."""
         return self._r.cap
+
+    @property
+    def _write_capacity(self):
+        """Private, for tests: the write queue's capacity in bytes (its memory, queued or
+        free), to check that both backends give it back by the same rule."""
+        return self._w.cap
 
     # -- writing ----------------------------------------------------------------------
 

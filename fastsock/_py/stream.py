@@ -128,6 +128,10 @@ _CLOSED = "closed"
 #: into a read buffer follows a _reserve that replaced it); the view's export makes any
 #: attempt to resize it fail loudly. As one tuple: (_rbuf, _rview, _rhead, _rtail, _oversized).
 _NO_MEMORY = bytearray()
+try:  # what sys.getsizeof adds to a bytearray's allocation (see _write_capacity)
+    _BYTEARRAY_SIZE: Optional[int] = sys.getsizeof(bytearray())
+except TypeError:  # pragma: no cover - PyPy has no getsizeof
+    _BYTEARRAY_SIZE = None
 _EMPTY_BUFFER = (_NO_MEMORY, memoryview(_NO_MEMORY), 0, 0, False)
 
 
@@ -162,6 +166,9 @@ class Stream:
         self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
         self._shrink_at = _streambase.shrink_threshold(self._read_size)
         self._wbuf = bytearray()
+        # A queue emptied from more than this many bytes is replaced by a new one (its
+        # memory given back), the compiled twin's rule (fastsock._streambase.shrink_threshold).
+        self._wshrink_at = _streambase.shrink_threshold(self._write_buffer)
         self._resume = 0
         self._eof = False
         self._closed = False
@@ -531,7 +538,10 @@ class Stream:
         self._sending = (parts, moved)  # until settled: see _settle
         try:
             self._send_all(parts, moved)
-            del self._wbuf[:]  # sent: the queue empties with no call in between
+            if len(self._wbuf) > self._wshrink_at:
+                self._wbuf = bytearray()  # a call first: an exception here is settled below
+            else:
+                del self._wbuf[:]  # sent: the queue empties with no call in between
             self._sending = None
         except BaseException:
             self._settle()
@@ -558,6 +568,7 @@ class Stream:
         sent bytes dropped with no check in between, so no state is needed to settle."""
         wbuf = self._wbuf
         sock = self._sock
+        large = len(wbuf) > self._wshrink_at
         while wbuf:
             if self._clock is not None or sock.timeout:
                 self._arm_send()
@@ -567,6 +578,8 @@ class Stream:
                 self._wait_send(exc)
                 continue
             del wbuf[:sent]  # no check since the send returned
+        if large:
+            self._wbuf = bytearray()  # emptied: a new queue, the old one's memory given back
 
     def _write_many(self, items: Any, framed: bool) -> None:
         if isinstance(items, (bytes, bytearray, memoryview, str)):
@@ -973,6 +986,14 @@ class Stream:
         """For tests: the bytes allocated for the read buffer (the compiled twin has the same
         property), to check the memory rules of fastsock._streambase."""
         return len(self._rbuf)
+
+    @property
+    def _write_capacity(self) -> int:
+        """For tests: the bytes allocated for the write queue (the compiled twin has the same
+        property; on PyPy, which cannot tell, the bytes it holds)."""
+        if _BYTEARRAY_SIZE is None:
+            return len(self._wbuf)
+        return sys.getsizeof(self._wbuf) - _BYTEARRAY_SIZE
 
     # -- writing ----------------------------------------------------------------------
 
