@@ -256,3 +256,53 @@ def test_write_queue_is_given_back_once_flushed(impl, how):
     sent_first = len(big) - unsent
     expected = big[sent_first:] + (big if how == "gather" else b"") + b"t" * 3000
     assert got[-len(expected):] == expected and len(got) == len(expected) + sent_first
+
+
+@needs_tracemalloc
+@pytest.mark.parametrize("how", ["read_frame", "read_exactly", "read_exactly_into"])
+def test_large_read_trickling_in_is_not_copied_again_at_every_call(impl, how):
+    # An 8 MiB frame (or read_exactly) arriving 64 KiB at a time into a non-blocking Stream:
+    # each call receives what is there and raises BlockingIOError, every byte kept. Once
+    # more than GROW_FROM is held, the read continues through the read buffer (growing by
+    # doubling) instead of copying every held byte into a new result at each call, which
+    # made such a read quadratic: the memory the calls allocate, in all, stays within a
+    # small multiple of the frame's size (the calls up to GROW_FROM held take up to GROW_FROM
+    # each, the buffer's doublings about twice its final size); it was about pieces / 2 = 64
+    # times the size.
+    stream, peer = raw_pair(impl)
+    size = 8 * MiB
+    lp = impl.LengthPrefix(max_size=64 * MiB)
+    payload = bytes(range(256)) * (size // 256)
+    wire = lp.encode(payload) if how == "read_frame" else payload
+    target = bytearray(size)
+    call = {"read_frame": stream.read_frame, "read_exactly": lambda: stream.read_exactly(size),
+            "read_exactly_into": lambda: stream.read_exactly_into(target)}[how]
+    pieces = [wire[i:i + 65536] for i in range(0, len(wire), 65536)]
+    allocated = 0
+    with stream, peer:
+        stream.framing = lp
+        stream.socket.settimeout(0)
+        sent = 0
+        tracemalloc.start()
+        try:
+            for piece in pieces[:-1]:
+                peer.sendall(piece)
+                sent += len(piece)
+                _wait_queued(stream.socket, len(piece))
+                before = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                with pytest.raises(BlockingIOError):
+                    call()
+                allocated += max(0, tracemalloc.get_traced_memory()[1] - before)
+                assert stream.buffered == sent  # nothing lost
+            peer.sendall(pieces[-1])
+            _wait_queued(stream.socket, len(pieces[-1]))
+            result = call()
+        finally:
+            tracemalloc.stop()
+        if how == "read_exactly_into":
+            assert result == size and target == payload
+        else:
+            assert result == payload
+        assert stream.buffered == 0 and stream._read_capacity == 0  # given back at once
+    assert allocated < 12 * size, f"{allocated} bytes allocated by the calls for a {size}-byte read"

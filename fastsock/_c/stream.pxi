@@ -261,8 +261,13 @@ cdef class Stream:
                 if held == 0:
                     return None
                 raise self._incomplete_error(held, fr.total if fr.total else None)
-            if fr.total and fr.header + fr.payload == fr.total and fr.total - held >= <size_t>self._read_size:
-                return self._large_frame(&fr)  # a big payload: straight into its bytes object
+            # A big payload goes straight into its bytes object, unless more than GROW_FROM
+            # of it is held already (bytes landed by interrupted calls): copying them into a
+            # new result at every call made a frame trickling into a non-blocking or timeout
+            # Stream quadratic, so it continues through the buffer (which grows by doubling).
+            if (fr.total and fr.header + fr.payload == fr.total and fr.total - held >= <size_t>self._read_size
+                    and (held <= GROW_FROM or fr.total > <size_t>self._max_buffer)):
+                return self._large_frame(&fr)
             if fr.total > <size_t>self._max_buffer:
                 raise FrameTooLarge(fr.total, self._max_buffer,
                                     f"a frame of {fr.total} bytes does not fit max_buffer={self._max_buffer}")
@@ -550,7 +555,8 @@ cdef class Stream:
             held = fs_buffer_len(&self._r)
             if held >= <size_t>size:
                 return self._take(size)
-            if size <= self._max_buffer and <size_t>size - held < <size_t>self._read_size:
+            # Through the buffer when little is missing, or when much is held (see _next_frame).
+            if size <= self._max_buffer and (<size_t>size - held < <size_t>self._read_size or held > GROW_FROM):
                 if not self._fill_to(size):
                     raise self._incomplete_error(fs_buffer_len(&self._r), size)
                 return self._take(size)
@@ -606,7 +612,8 @@ cdef class Stream:
             try:
                 size = <size_t>view.len
                 held = fs_buffer_len(&self._r)
-                if held < size and size <= <size_t>self._max_buffer and size - held < <size_t>self._read_size:
+                if held < size and size <= <size_t>self._max_buffer and (
+                        size - held < <size_t>self._read_size or held > GROW_FROM):  # see _next_frame
                     if not self._fill_to(size):
                         raise self._incomplete_error(fs_buffer_len(&self._r), size)
                     held = size

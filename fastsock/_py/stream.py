@@ -430,7 +430,11 @@ class Stream:
                     return None, 0
                 self._raise_incomplete(need or None)
             if need:
-                if extra >= 0 and need - held >= self._read_size:
+                # Straight into the result, unless more than GROW_FROM is held already
+                # (landed by interrupted calls): copying it into a new result at every call
+                # made a trickling frame quadratic; the buffer grows by doubling instead.
+                if extra >= 0 and need - held >= self._read_size and (
+                        held <= _GROW_FROM or need > self._max_buffer):
                     return self._large_frame(need, extra)
                 if need > self._max_buffer:
                     raise FrameTooLarge(need, self._max_buffer,
@@ -662,7 +666,8 @@ class Stream:
         self._blocked = _IN_USE
         try:
             held = self._rtail - self._rhead
-            if held < size and size <= self._max_buffer and size - held < self._read_size:
+            if held < size and size <= self._max_buffer and (
+                    size - held < self._read_size or held > _GROW_FROM):  # see _next_frame
                 if not self._fill_to(size):
                     self._raise_incomplete(size)
                 held = size
@@ -755,7 +760,8 @@ class Stream:
         try:
             size = len(view)
             held = self._rtail - self._rhead
-            if held < size and size <= self._max_buffer and size - held < self._read_size:
+            if held < size and size <= self._max_buffer and (
+                    size - held < self._read_size or held > _GROW_FROM):  # see _next_frame
                 if not self._fill_to(size):
                     self._raise_incomplete(size)
                 held = size
