@@ -60,7 +60,10 @@ GROW_FROM = 1 << 20
 
 
 def shrink_threshold(read_size: int) -> int:
-    """The capacity above which an emptied read buffer is given back (see SHRINK_MIN)."""
+    """The capacity above which an emptied read buffer is given back (see SHRINK_MIN). The
+    write queue follows the same rule with its own size: the flush that empties it gives
+    its memory back if its capacity exceeds shrink_threshold(write_buffer) (a queue that
+    took the unsent rest of a large write after a timeout does not keep it once sent)."""
     return max(SHRINK_READ_SIZES * read_size, SHRINK_MIN)
 
 

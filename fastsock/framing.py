@@ -117,7 +117,7 @@ class Framing:
     # -- encoding ---------------------------------------------------------------------
     def header(self, payload: Any) -> bytes:
         """The bytes written before `payload` (validates it: FrameTooLarge above max_size)."""
-        size = len(memoryview(payload))
+        size = memoryview(payload).nbytes  # bytes, not items (array('I'), 2-D views)
         if size > self.max_size:
             raise FrameTooLarge(size, self.max_size)
         return self._encode_length(size)
@@ -337,8 +337,8 @@ class Delimiter(Framing):
     def header(self, payload: Any) -> bytes:
         """No header; validates that `payload` fits and does not contain the delimiter."""
         view = memoryview(payload)
-        if len(view) > self.max_size:
-            raise FrameTooLarge(len(view), self.max_size)
+        if view.nbytes > self.max_size:  # bytes, not items
+            raise FrameTooLarge(view.nbytes, self.max_size)
         data = payload if isinstance(payload, (bytes, bytearray)) else view.tobytes()
         if self.delimiter in data:
             raise FramingError("payload contains the delimiter")
@@ -375,7 +375,7 @@ class FixedLength(Framing):
 
     def header(self, payload: Any) -> bytes:
         """No header; a payload of any other length than `n` raises FramingError."""
-        size = len(memoryview(payload))
+        size = memoryview(payload).nbytes  # bytes, not items (array('I'), 2-D views)
         if size != self.n:
             raise FramingError(f"FixedLength({self.n}) payload must be {self.n} bytes, not {size}")
         return b""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import pickle
+import socket
 
 import pytest
 
@@ -119,3 +121,36 @@ def test_ascii_length_malformed_before_too_large():
     with pytest.raises(FrameTooLarge) as info:
         AsciiLength(20, max_size=1 << 60).decode(b"9" * 20)
     assert info.value.size == (1 << 64) - 1  # saturated, as the C scanner reports it
+
+
+MULTI_BYTE_FRAMINGS = [LengthPrefix(), LengthPrefix(2, "little"), Varint(), Delimiter(b"\n"),
+                       FixedLength(8), AsciiLength(), Netstring()]
+
+
+@pytest.mark.parametrize("framing", MULTI_BYTE_FRAMINGS, ids=repr)
+def test_payload_size_is_in_bytes_not_items(framing):
+    # array('I') has 4-byte items: its size is nbytes (8), not len() (2).
+    payload = array.array("I", [1, 2])
+    raw = payload.tobytes()
+    assert len(raw) == 8
+    assert framing.header(payload) == framing.header(raw)
+    assert framing.encode(payload) == framing.encode(raw)
+    assert framing.decode(framing.encode(payload)) == (raw, len(framing.encode(raw)))
+    small = framing.__class__(**{**{f: getattr(framing, f) for f in framing._fields}, "max_size": 7}) \
+        if not isinstance(framing, FixedLength) else FixedLength(2)
+    with pytest.raises((FrameTooLarge, FramingError)):
+        small.encode(payload)  # 8 bytes: over max_size 7 (FixedLength(2): not 2 bytes)
+
+
+@pytest.mark.parametrize("framing", MULTI_BYTE_FRAMINGS, ids=repr)
+def test_stream_writes_multi_byte_items_as_bytes(impl, framing):
+    a, b = socket.socketpair()
+    payload = array.array("I", [1, 2])
+    with impl.Stream(a, framing=framing) as writer, impl.Stream(b, framing=framing) as reader:
+        writer.write_frame(payload)
+        big = payload if isinstance(framing, FixedLength) else array.array("I", [0x01020304] * 5000)  # > COPY_MAX
+        writer.write_frames([payload, big])
+        writer.write_frame(big)
+        writer.flush()
+        for expected in (payload, payload, big, big):
+            assert reader.read_frame() == expected.tobytes()

@@ -544,3 +544,32 @@ def test_argument_types(poller, impl):
         poller.poll(0, max_events=2.5)
     assert poller.poll(0, max_events=3) == []
     assert poller.poll(0.0) == [] and poller.poll(0) == []
+
+
+def test_modify_fd_closed_and_reused_while_registered(poller, impl, method):
+    # The registration outlives the descriptor; a new socket gets the same number. modify()
+    # of a registered fd is not a KeyError: epoll's kernel set no longer holds that number
+    # (FileNotFoundError, ENOENT), the poll method just watches the new descriptor.
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    poller.register(fd, impl.READ)
+    a.close()
+    b.close()
+    c, d = socket.socketpair()
+    try:
+        if c.fileno() != fd:
+            pytest.skip("the descriptor number was not reused")
+        assert fd in poller
+        if method == "epoll":
+            with pytest.raises(FileNotFoundError):
+                poller.modify(fd, impl.WRITE)
+        else:
+            poller.modify(fd, impl.WRITE)
+            assert poller.poll(0) == [(fd, impl.WRITE)]
+        with pytest.raises(KeyError):
+            poller.modify(d, impl.READ)  # never registered
+        poller.unregister(fd)
+        assert len(poller) == 0
+    finally:
+        c.close()
+        d.close()

@@ -321,3 +321,22 @@ def test_sendall_many_copes_with_a_list_that_changes_afterwards(impl):
         assert a.sendall_many(parts) == 6
         parts.append(b"three")  # the call held no reference into the list's storage
         assert b.recv_exactly(6) == b"onetwo"
+
+
+@pytest.mark.parametrize("how", ["sendall", "sendall_many"])
+def test_send_with_a_timeout_tries_before_waiting(impl, how):
+    # A send that fits goes out at once whatever the timeout: both backends try first and
+    # wait only on would-block (the stdlib polls first; PyPy's sendmsg then sent nothing).
+    # A timeout far too short for any wait shows it.
+    a, b = impl.socketpair()
+    with a, b:
+        a.settimeout(1e-9)
+        data = os.urandom(1000)
+        for _ in range(3):
+            if how == "sendall":
+                a.sendall(data)
+            else:
+                assert a.sendall_many([data[:10], data[10:]]) == len(data)
+        assert a.gettimeout() == 1e-9
+        b.settimeout(5)
+        assert b.recv_exactly(3 * len(data)) == 3 * data

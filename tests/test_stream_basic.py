@@ -7,7 +7,7 @@ import os
 import socket as stdsocket
 
 import pytest
-from streamutil import ALL_FRAMINGS, Peer, make_pair, raw_pair, stream_pair, transports
+from streamutil import ALL_FRAMINGS, Peer, make_pair, raw_pair, small_buffers, stream_pair, transports
 
 from fastsock import FrameTooLarge, IncompleteReadError
 
@@ -456,3 +456,53 @@ def test_discard_after_frame_too_large(impl):
             stream.read_frames()  # still there: the caller decides
         assert stream.discard(15) == 15
         assert stream.read_frame() == b"ok"
+
+
+@pytest.mark.parametrize("how", ["write", "write_frame", "write_frames", "flush"])
+def test_writes_with_a_timeout_try_before_waiting(impl, how):
+    # As the sockets: a send that fits goes out at once, a wait only follows would-block, so
+    # a timeout far too short for any wait still lets every write through.
+    stream, peer = raw_pair(impl)
+    lp = impl.LengthPrefix()
+    big = os.urandom(100_000)  # > COPY_MAX: sent at once, with a gather send
+    with stream, peer:
+        stream.framing = lp
+        stream.socket.settimeout(1e-9)
+        stream.write(b"<q>")
+        if how == "write":
+            stream.write(big)
+            expected = b"<q>" + big
+        elif how == "write_frame":
+            stream.write_frame(big)
+            expected = b"<q>" + lp.encode(big)
+        elif how == "write_frames":
+            stream.write_frames([b"a", big])
+            expected = b"<q>" + lp.encode(b"a") + lp.encode(big)
+        else:
+            stream.flush()
+            expected = b"<q>"
+        assert stream.pending == 0
+        assert stream.socket.gettimeout() == 1e-9
+        peer.settimeout(5)
+        got = b""
+        while len(got) < len(expected):
+            got += peer.recv(1 << 20)
+        assert got == expected
+
+
+def test_close_whose_flush_times_out_raises_timeout_error(impl):
+    # close() flushes; a peer that reads nothing makes that flush time out: the error is a
+    # TimeoutError on every interpreter (on Python 3.9 the stdlib's socket.timeout is not
+    # one), and the Stream is closed all the same.
+    stream_sock, peer = make_pair(impl, "unix")
+    small_buffers(stream_sock, peer)
+    stream = impl.Stream(stream_sock, write_buffer=4 << 20)
+    with peer:
+        for _ in range(200):
+            stream.write(b"q" * 10_000)  # queued: write_buffer is not reached
+        assert stream.pending == 2_000_000
+        stream.socket.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            stream.close()
+        assert stream.closed and stream.fileno() == -1
+        stream.close()  # closing twice is harmless

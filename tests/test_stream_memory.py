@@ -25,7 +25,7 @@ import time
 
 import pytest
 from sockutil import needs_tracemalloc, tracemalloc
-from streamutil import Peer, raw_pair
+from streamutil import Peer, raw_pair, small_buffers
 
 from fastsock import IncompleteReadError, _streambase
 
@@ -190,3 +190,119 @@ def test_hostile_announcement_reserves_at_most_grow_from(impl, how):
         assert peak < 2 * GROW_FROM, f"{peak} bytes traced for a frame that sent 100 kB"
         assert stream._read_capacity == R
         assert stream.at_eof()
+
+
+def test_bytes_landed_after_a_timeout_start_an_emptied_buffer_at_its_front(impl):
+    # A large read_exactly receives straight into its result; on timeout its bytes join the
+    # read buffer. When that buffer was emptied by earlier reads, they go at its front (as
+    # fs_buffer_consume resets an empty buffer), not after the stale offset of what was read.
+    stream, peer = raw_pair(impl)
+    with stream, peer:
+        peer.sendall(b"a" * 100)
+        _wait_queued(stream.socket, 100)
+        assert stream.read(100) == b"a" * 100
+        stream.socket.settimeout(0.3)
+        peer.sendall(b"b" * 1000)
+        _wait_queued(stream.socket, 1000)
+        with pytest.raises(TimeoutError):
+            stream.read_exactly(200_000)
+        assert stream.buffered == 1000 and stream._read_capacity == R
+        if hasattr(stream, "_rhead"):  # the pure layout (the compiled one is fs_buffer's)
+            assert (stream._rhead, stream._rtail) == (0, 1000)
+        assert stream.read(5000) == b"b" * 1000
+
+
+WKEEP = _streambase.shrink_threshold(_streambase.DEFAULT_WRITE_BUFFER)  # the write queue's
+
+
+@pytest.mark.parametrize("how", ["flush", "gather"])
+def test_write_queue_is_given_back_once_flushed(impl, how):
+    # The write queue follows the read buffer's rule with write_buffer for read_size: the
+    # send that empties a queue above shrink_threshold(write_buffer) gives its memory back
+    # (here: the unsent rest of a large write that timed out, sent by flush() or with the
+    # next large write in one gather send); ordinary traffic keeps at most that much.
+    # _write_capacity is the queue's memory, in both backends.
+    stream, peer = raw_pair(impl, "tcp4")
+    small_buffers(stream.socket, peer)
+    big = bytes(range(256)) * (3 * MiB // 256)
+    with stream, peer:
+        assert stream._write_capacity == 0  # a new Stream owns no write memory
+        for _ in range(3):
+            stream.write(b"s" * 1000)
+        stream.flush()
+        assert peer.recv(3000, stdsocket.MSG_WAITALL) == b"s" * 3000
+        assert stream.pending == 0 and stream._write_capacity <= WKEEP
+
+        stream.socket.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            stream.write(big)  # nobody reads: most of it stays queued
+        unsent = stream.pending
+        assert unsent > WKEEP and stream._write_capacity >= unsent
+        reader = Peer(lambda: b"".join(iter(lambda: peer.recv(1 << 20), b"")))
+        stream.socket.settimeout(None)
+        if how == "flush":
+            stream.flush()
+        else:
+            stream.write(big)  # the queue and this write in one gather send
+        assert stream.pending == 0
+        assert stream._write_capacity == 0  # emptied from above the threshold: given back
+
+        for _ in range(3):
+            stream.write(b"t" * 1000)
+        stream.flush()
+        assert stream._write_capacity <= WKEEP
+        stream.shutdown_write()
+        got = reader.join()
+    sent_first = len(big) - unsent
+    expected = big[sent_first:] + (big if how == "gather" else b"") + b"t" * 3000
+    assert got[-len(expected):] == expected and len(got) == len(expected) + sent_first
+
+
+@needs_tracemalloc
+@pytest.mark.parametrize("how", ["read_frame", "read_exactly", "read_exactly_into"])
+def test_large_read_trickling_in_is_not_copied_again_at_every_call(impl, how):
+    # An 8 MiB frame (or read_exactly) arriving 64 KiB at a time into a non-blocking Stream:
+    # each call receives what is there and raises BlockingIOError, every byte kept. Once
+    # more than GROW_FROM is held, the read continues through the read buffer (growing by
+    # doubling) instead of copying every held byte into a new result at each call, which
+    # made such a read quadratic: the memory the calls allocate, in all, stays within a
+    # small multiple of the frame's size (the calls up to GROW_FROM held take up to GROW_FROM
+    # each, the buffer's doublings about twice its final size); it was about pieces / 2 = 64
+    # times the size.
+    stream, peer = raw_pair(impl)
+    size = 8 * MiB
+    lp = impl.LengthPrefix(max_size=64 * MiB)
+    payload = bytes(range(256)) * (size // 256)
+    wire = lp.encode(payload) if how == "read_frame" else payload
+    target = bytearray(size)
+    call = {"read_frame": stream.read_frame, "read_exactly": lambda: stream.read_exactly(size),
+            "read_exactly_into": lambda: stream.read_exactly_into(target)}[how]
+    pieces = [wire[i:i + 65536] for i in range(0, len(wire), 65536)]
+    allocated = 0
+    with stream, peer:
+        stream.framing = lp
+        stream.socket.settimeout(0)
+        sent = 0
+        tracemalloc.start()
+        try:
+            for piece in pieces[:-1]:
+                peer.sendall(piece)
+                sent += len(piece)
+                _wait_queued(stream.socket, len(piece))
+                before = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                with pytest.raises(BlockingIOError):
+                    call()
+                allocated += max(0, tracemalloc.get_traced_memory()[1] - before)
+                assert stream.buffered == sent  # nothing lost
+            peer.sendall(pieces[-1])
+            _wait_queued(stream.socket, len(pieces[-1]))
+            result = call()
+        finally:
+            tracemalloc.stop()
+        if how == "read_exactly_into":
+            assert result == size and target == payload
+        else:
+            assert result == payload
+        assert stream.buffered == 0 and stream._read_capacity == 0  # given back at once
+    assert allocated < 12 * size, f"{allocated} bytes allocated by the calls for a {size}-byte read"

@@ -230,9 +230,11 @@ cdef class Poller:
         cdef int fd = _fd_of(fileobj)
         cdef uint32_t ev = _poller_events(events)
         self._check_open()
-        cdef int rc = fs_poll_mod(&self._p, fd, ev, (FS_POLL_EDGE if edge else 0) | (FS_POLL_ONESHOT if oneshot else 0))
-        if rc == -ENOENT:
+        if not fs_poll_has(&self._p, fd):
             raise KeyError(f"{fileobj!r} is not registered")
+        # Registered, yet the kernel may answer ENOENT (the fd was closed and reused since):
+        # that is FileNotFoundError, as the pure backend's epoll.modify raises.
+        cdef int rc = fs_poll_mod(&self._p, fd, ev, (FS_POLL_EDGE if edge else 0) | (FS_POLL_ONESHOT if oneshot else 0))
         if rc < 0:
             raise _os_error(-rc)
 

@@ -97,6 +97,7 @@ cdef class Stream:
     cdef Py_ssize_t _max_buffer
     cdef Py_ssize_t _write_buffer
     cdef size_t _shrink_at     # an emptied read buffer larger than this gives its memory back
+    cdef size_t _wshrink_at    # the same for the write queue (see _streambase.shrink_threshold)
     cdef size_t _resume        # where a partial delimiter scan resumes, relative to the head
     cdef int64_t _deadline     # the current call's deadline, computed at its first wait
     cdef bint _eof
@@ -123,6 +124,7 @@ cdef class Stream:
         self._set_framing(framing)
         self._sock = sock
         self._shrink_at = <size_t>_shrink_threshold(self._read_size)
+        self._wshrink_at = <size_t>_shrink_threshold(self._write_buffer)
         self._eof = False
         self._closed = False
 
@@ -259,8 +261,13 @@ cdef class Stream:
                 if held == 0:
                     return None
                 raise self._incomplete_error(held, fr.total if fr.total else None)
-            if fr.total and fr.header + fr.payload == fr.total and fr.total - held >= <size_t>self._read_size:
-                return self._large_frame(&fr)  # a big payload: straight into its bytes object
+            # A big payload goes straight into its bytes object, unless more than GROW_FROM
+            # of it is held already (bytes landed by interrupted calls): copying them into a
+            # new result at every call made a frame trickling into a non-blocking or timeout
+            # Stream quadratic, so it continues through the buffer (which grows by doubling).
+            if (fr.total and fr.header + fr.payload == fr.total and fr.total - held >= <size_t>self._read_size
+                    and (held <= GROW_FROM or fr.total > <size_t>self._max_buffer)):
+                return self._large_frame(&fr)
             if fr.total > <size_t>self._max_buffer:
                 raise FrameTooLarge(fr.total, self._max_buffer,
                                     f"a frame of {fr.total} bytes does not fit max_buffer={self._max_buffer}")
@@ -417,6 +424,7 @@ cdef class Stream:
             self._requeue(iov, n, sent)
             raise
         fs_buffer_consume(&self._w, queued)
+        fs_buffer_shrink(&self._w, self._wshrink_at)  # emptied after a large backlog: give it back
         return 0
 
     cdef int _queue(self, const char *p, size_t n) except -1:
@@ -547,7 +555,8 @@ cdef class Stream:
             held = fs_buffer_len(&self._r)
             if held >= <size_t>size:
                 return self._take(size)
-            if size <= self._max_buffer and <size_t>size - held < <size_t>self._read_size:
+            # Through the buffer when little is missing, or when much is held (see _next_frame).
+            if size <= self._max_buffer and (<size_t>size - held < <size_t>self._read_size or held > GROW_FROM):
                 if not self._fill_to(size):
                     raise self._incomplete_error(fs_buffer_len(&self._r), size)
                 return self._take(size)
@@ -603,7 +612,8 @@ cdef class Stream:
             try:
                 size = <size_t>view.len
                 held = fs_buffer_len(&self._r)
-                if held < size and size <= <size_t>self._max_buffer and size - held < <size_t>self._read_size:
+                if held < size and size <= <size_t>self._max_buffer and (
+                        size - held < <size_t>self._read_size or held > GROW_FROM):  # see _next_frame
                     if not self._fill_to(size):
                         raise self._incomplete_error(fs_buffer_len(&self._r), size)
                     held = size
@@ -747,6 +757,12 @@ cdef class Stream:
         """Private, for tests: the read buffer's capacity in bytes (its memory, held or free),
         to check that both backends keep the same after the same operations."""
         return self._r.cap
+
+    @property
+    def _write_capacity(self):
+        """Private, for tests: the write queue's capacity in bytes (its memory, queued or
+        free), to check that both backends give it back by the same rule."""
+        return self._w.cap
 
     # -- writing ----------------------------------------------------------------------
 

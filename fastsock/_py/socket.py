@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
+import select
 import socket as _stdsocket
 import sys
 from collections.abc import Iterable
@@ -112,7 +113,7 @@ def _size(n: Any, method: str) -> int:
 class _Deadline:
     """The socket's timeout turned into a deadline for one whole call (restores it at exit)."""
 
-    __slots__ = ("sock", "timeout", "deadline", "nonblocking")
+    __slots__ = ("sock", "timeout", "deadline", "nonblocking", "at_once")
 
     def __init__(self, sock: _stdsocket.socket, flags: int = 0) -> None:
         self.sock = sock
@@ -120,16 +121,43 @@ class _Deadline:
         # MSG_DONTWAIT makes this one call non-blocking, as with the stdlib's recv/send.
         self.nonblocking = bool(flags & _MSG_DONTWAIT) and self.timeout != 0
         self.deadline = None if not self.timeout or self.nonblocking else monotonic() + self.timeout
+        self.at_once = False  # the socket's timeout is 0 for now (see arm_send)
 
     def arm(self) -> None:
-        """Before each step: let the socket wait no longer than what is left of the deadline."""
+        """Before each receive: let the socket wait no longer than what is left of the deadline."""
         if self.deadline is not None:
             left = self.deadline - monotonic()
             if left <= 0:
                 raise SocketTimeout("timed out")
             _stdsocket.socket.settimeout(self.sock, left)
+            self.at_once = False
         elif self.nonblocking:
             _stdsocket.socket.settimeout(self.sock, 0.0)
+
+    def arm_send(self) -> None:
+        """Before each send: make it try at once (as fs_io does), never wait first. A socket
+        with a timeout polls before it sends, even when there is room (and PyPy's sendmsg
+        with a timeout can send nothing), so the socket is non-blocking for this call and a
+        send that would block waits in wait_writable, for what is left of the deadline."""
+        if (self.deadline is not None or self.nonblocking) and not self.at_once:
+            _stdsocket.socket.settimeout(self.sock, 0.0)
+            self.at_once = True
+
+    def wait_writable(self, exc: BaseException) -> None:
+        """After a send raised BlockingIOError `exc` (nothing sent): wait until the socket
+        can send again, SocketTimeout once the deadline passes; a non-blocking call (no
+        deadline) raises `exc` itself."""
+        if self.deadline is None:
+            raise exc
+        fd = self.sock.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        while True:
+            left = self.deadline - monotonic()
+            if left <= 0:
+                raise SocketTimeout("timed out")
+            if poller.poll(max(1, int(left * 1000 + 0.999))):  # rounded up: never spin
+                return  # room, or an error that the next send reports
 
     def restore(self) -> None:
         if self.deadline is not None or self.nonblocking:
@@ -176,6 +204,39 @@ def _advance(views: list[memoryview], idx: int, n: int) -> int:
     return idx
 
 
+# The send loops run in functions of their own, called from the try of the method that
+# reports progress and restores the timeout: CPython 3.12+ can raise a signal handler's
+# exception at a loop's back edge outside the exception table of a try around the loop, so
+# its except/finally would not run (see fastsock/_py/stream.py, "No loop in a guarded body").
+
+def _send_loop(sock: Any, view: memoryview, flags: int, clock: _Deadline, moved: list[int]) -> None:
+    """sendall's loop: each count recorded in `moved` (from C), waits only on would-block."""
+    sent = 0
+    total = len(view)
+    while sent < total:
+        clock.arm_send()
+        try:
+            sent += _recorded(moved, _send, sock, view[sent:], flags)
+        except BlockingIOError as exc:  # nothing sent
+            clock.wait_writable(exc)
+
+
+def _sendmsg_loop(sock: Any, views: list[memoryview], flags: int, clock: _Deadline, moved: list[int]) -> int:
+    """sendall_many's loop (views non-empty, sliced in place as they go out); the count."""
+    sent = 0
+    idx = 0  # first view not yet fully sent
+    while idx < len(views):
+        clock.arm_send()
+        try:
+            n = _recorded(moved, _sendmsg, sock, views[idx:idx + _IOV_MAX], (), flags)
+        except BlockingIOError as exc:  # nothing sent
+            clock.wait_writable(exc)
+            continue
+        sent += n
+        idx = _advance(views, idx, n)
+    return sent
+
+
 def _report(exc: BaseException, name: str, count: int) -> None:
     _attach(exc, name, count)
     if isinstance(exc, BlockingIOError) and name == "bytes_sent":
@@ -193,14 +254,10 @@ class socket(SocketBase):
         view = _readable_view(data)
         flags = operator.index(flags) | _MSG_NOSIGNAL
         _check_open(self)
-        total = len(view)
         moved: list[int] = []
-        sent = 0
         clock = _Deadline(self, flags)
         try:
-            while sent < total:
-                clock.arm()
-                sent += _recorded(moved, _send, self, view[sent:], flags)
+            _send_loop(self, view, flags, clock, moved)
             return None
         except BaseException as exc:
             _report(exc, "bytes_sent", sum(moved))
@@ -224,16 +281,9 @@ class socket(SocketBase):
         _check_open(self)
         views = [v for v in views if len(v)]
         moved: list[int] = []
-        sent = 0
-        idx = 0  # first view not yet fully sent
         clock = _Deadline(self, flags)
         try:
-            while idx < len(views):
-                clock.arm()
-                n = _recorded(moved, _sendmsg, self, views[idx:idx + _IOV_MAX], (), flags)
-                sent += n
-                idx = _advance(views, idx, n)
-            return sent
+            return _sendmsg_loop(self, views, flags, clock, moved)
         except BaseException as exc:
             _report(exc, "bytes_sent", sum(moved))
             raise

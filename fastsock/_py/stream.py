@@ -56,6 +56,14 @@ restore, and consumes nothing. The pattern is not a decorator: a wrapper would h
 consumed result back through one more return, where a handler's exception would drop it,
 and would cost a Python call per method. tests/test_pure_stream_signal_windows.py raises
 at each check of each method in turn.
+
+No loop in a guarded body. CPython 3.13 (and 3.12 at times) can run a raising handler at a
+`while` loop's back edge where no entry of the exception table covers it, even inside a
+`try`: the exception then leaves the method without running its `finally`, and the Stream
+stayed busy for good (the flag set, nobody to clear it). So the try body of every public
+method, and of _leave, is straight-line code and calls; each loop lives in a helper
+(_flush, _fill_to_eof, _next_frame, ...), whose exception reaches the guard at the call,
+which the table covers. tests/test_stream_hostile.py checks the bytecode for this.
 """
 
 from __future__ import annotations
@@ -120,6 +128,10 @@ _CLOSED = "closed"
 #: into a read buffer follows a _reserve that replaced it); the view's export makes any
 #: attempt to resize it fail loudly. As one tuple: (_rbuf, _rview, _rhead, _rtail, _oversized).
 _NO_MEMORY = bytearray()
+try:  # what sys.getsizeof adds to a bytearray's allocation (see _write_capacity)
+    _BYTEARRAY_SIZE: Optional[int] = sys.getsizeof(bytearray())
+except TypeError:  # pragma: no cover - PyPy has no getsizeof
+    _BYTEARRAY_SIZE = None
 _EMPTY_BUFFER = (_NO_MEMORY, memoryview(_NO_MEMORY), 0, 0, False)
 
 
@@ -154,6 +166,9 @@ class Stream:
         self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
         self._shrink_at = _streambase.shrink_threshold(self._read_size)
         self._wbuf = bytearray()
+        # A queue emptied from more than this many bytes is replaced by a new one (its
+        # memory given back), the compiled twin's rule (fastsock._streambase.shrink_threshold).
+        self._wshrink_at = _streambase.shrink_threshold(self._write_buffer)
         self._resume = 0
         self._eof = False
         self._closed = False
@@ -220,6 +235,27 @@ class Stream:
             self._clock = clock
         clock.arm()
 
+    def _arm_send(self) -> None:
+        """Before each send: the socket tries it at once, never waiting first (a send that
+        would block waits in _wait_send). Hot paths test as for _arm."""
+        clock = self._clock
+        if clock is None:
+            if not self._sock.gettimeout():
+                return
+            clock = _Deadline(self._sock)
+            if clock.deadline is None:
+                return
+            self._clock = clock
+        clock.arm_send()
+
+    def _wait_send(self, exc: BaseException) -> None:
+        """A send raised BlockingIOError `exc`, sending nothing: wait for room until the
+        deadline (TimeoutError), or raise `exc` for a non-blocking socket."""
+        clock = self._clock
+        if clock is None:
+            raise exc
+        clock.wait_writable(exc)
+
     def _reserve(self, want: int, limit: int) -> int:
         """Free space after the held bytes for `want` more (as fs_buffer_reserve): move the
         held bytes to the front, then grow (at least doubling) up to `limit` (a capacity
@@ -270,6 +306,11 @@ class Stream:
         else:
             self._eof = True
         return n
+
+    def _fill_to_eof(self) -> None:
+        """read(-1): fill until EOF (a loop kept out of the guarded body: see _no_loops)."""
+        while not self._eof:
+            self._fill(0)
 
     def _fill_to(self, size: int) -> bool:
         while self._rtail - self._rhead < size:
@@ -332,6 +373,8 @@ class Stream:
         if landing is not None:
             dst, start, prog = landing
             end = sum(prog)
+            if self._rhead == self._rtail:
+                self._rhead = self._rtail = 0  # as fs_buffer_consume: an empty buffer starts at 0
             self._reserve(end - start, _NO_LIMIT)  # consistent layout whether or not it ends
             tail = self._rtail
             self._rview[tail:tail + end - start] = dst[start:end]  # same length: no resize
@@ -387,7 +430,11 @@ class Stream:
                     return None, 0
                 self._raise_incomplete(need or None)
             if need:
-                if extra >= 0 and need - held >= self._read_size:
+                # Straight into the result, unless more than GROW_FROM is held already
+                # (landed by interrupted calls): copying it into a new result at every call
+                # made a trickling frame quadratic; the buffer grows by doubling instead.
+                if extra >= 0 and need - held >= self._read_size and (
+                        held <= _GROW_FROM or need > self._max_buffer):
                     return self._large_frame(need, extra)
                 if need > self._max_buffer:
                     raise FrameTooLarge(need, self._max_buffer,
@@ -495,7 +542,10 @@ class Stream:
         self._sending = (parts, moved)  # until settled: see _settle
         try:
             self._send_all(parts, moved)
-            del self._wbuf[:]  # sent: the queue empties with no call in between
+            if len(self._wbuf) > self._wshrink_at:
+                self._wbuf = bytearray()  # a call first: an exception here is settled below
+            else:
+                del self._wbuf[:]  # sent: the queue empties with no call in between
             self._sending = None
         except BaseException:
             self._settle()
@@ -506,11 +556,15 @@ class Stream:
         sock = self._sock
         idx = 0  # first view not yet fully sent
         while idx < len(views):
-            self._arm()
-            if idx == len(views) - 1 or _sendmsg is None:
-                n = _recorded(moved, _send, sock, views[idx], _MSG_NOSIGNAL)
-            else:
-                n = _recorded(moved, _sendmsg, sock, views[idx:idx + _IOV_MAX], (), _MSG_NOSIGNAL)
+            self._arm_send()
+            try:
+                if idx == len(views) - 1 or _sendmsg is None:
+                    n = _recorded(moved, _send, sock, views[idx], _MSG_NOSIGNAL)
+                else:
+                    n = _recorded(moved, _sendmsg, sock, views[idx:idx + _IOV_MAX], (), _MSG_NOSIGNAL)
+            except BlockingIOError as exc:  # nothing sent
+                self._wait_send(exc)
+                continue
             idx = _advance(views, idx, n)
 
     def _flush(self) -> None:
@@ -518,11 +572,18 @@ class Stream:
         sent bytes dropped with no check in between, so no state is needed to settle."""
         wbuf = self._wbuf
         sock = self._sock
+        large = len(wbuf) > self._wshrink_at
         while wbuf:
             if self._clock is not None or sock.timeout:
-                self._arm()
-            (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+                self._arm_send()
+            try:
+                (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
+            except BlockingIOError as exc:  # nothing sent
+                self._wait_send(exc)
+                continue
             del wbuf[:sent]  # no check since the send returned
+        if large:
+            self._wbuf = bytearray()  # emptied: a new queue, the old one's memory given back
 
     def _write_many(self, items: Any, framed: bool) -> None:
         if isinstance(items, (bytes, bytearray, memoryview, str)):
@@ -574,8 +635,7 @@ class Stream:
         self._blocked = _IN_USE
         try:
             if n is None or n < 0:
-                while not self._eof:
-                    self._fill(0)
+                self._fill_to_eof()
                 size = self._rtail - self._rhead
             else:
                 size = _size(n, "read")
@@ -606,7 +666,8 @@ class Stream:
         self._blocked = _IN_USE
         try:
             held = self._rtail - self._rhead
-            if held < size and size <= self._max_buffer and size - held < self._read_size:
+            if held < size and size <= self._max_buffer and (
+                    size - held < self._read_size or held > _GROW_FROM):  # see _next_frame
                 if not self._fill_to(size):
                     self._raise_incomplete(size)
                 held = size
@@ -699,7 +760,8 @@ class Stream:
         try:
             size = len(view)
             held = self._rtail - self._rhead
-            if held < size and size <= self._max_buffer and size - held < self._read_size:
+            if held < size and size <= self._max_buffer and (
+                    size - held < self._read_size or held > _GROW_FROM):  # see _next_frame
                 if not self._fill_to(size):
                     self._raise_incomplete(size)
                 held = size
@@ -931,6 +993,14 @@ class Stream:
         property), to check the memory rules of fastsock._streambase."""
         return len(self._rbuf)
 
+    @property
+    def _write_capacity(self) -> int:
+        """For tests: the bytes allocated for the write queue (the compiled twin has the same
+        property; on PyPy, which cannot tell, the bytes it holds)."""
+        if _BYTEARRAY_SIZE is None:
+            return len(self._wbuf)
+        return sys.getsizeof(self._wbuf) - _BYTEARRAY_SIZE
+
     # -- writing ----------------------------------------------------------------------
 
     def write(self, data: Any) -> None:
@@ -984,7 +1054,7 @@ class Stream:
                 raise ValueError(_NO_FRAMING)
             header, trailer = framing._wrap(view)
             if len(view) > _COPY_MAX:
-                self._gather([part for part in (header, view, trailer) if len(part)])
+                self._gather([header, view, trailer])  # empty parts are skipped when sent
                 return None
             wbuf = self._wbuf
             wbuf += header
@@ -1025,13 +1095,8 @@ class Stream:
             self._refuse()
         self._blocked = _IN_USE
         try:
-            wbuf = self._wbuf
-            sock = self._sock
-            while wbuf:  # _flush, inline (the ping-pong path)
-                if self._clock is not None or sock.timeout:
-                    self._arm()
-                (sent,) = map(_send, (sock,), (wbuf,), (_MSG_NOSIGNAL,))
-                del wbuf[:sent]  # no check since the send returned
+            if self._wbuf:
+                self._flush()
         finally:
             if self._oversized and self._rhead == self._rtail:
                 self._rbuf, self._rview, self._rhead, self._rtail, self._oversized = _EMPTY_BUFFER
@@ -1086,6 +1151,9 @@ class Stream:
             self._settle()
             if self._wbuf and self._sock.fileno() >= 0:
                 self._flush()
+        except BaseException as exc:
+            _as_timeout_error(exc)  # Python 3.9: a stdlib socket.timeout leaves as a TimeoutError
+            raise
         finally:
             self._closed = True
             self._blocked = _CLOSED  # from here on every call raises EBADF; close() returns
