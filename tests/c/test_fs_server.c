@@ -446,6 +446,7 @@ static void test_idle_and_frame_timeouts(void)
     size_t n = frame4(f, "ping", 4);
     send_all(c1, f, n); /* activity: the idle clock starts again */
     UNTIL(s, &a, 0, a.frames == 1);
+    turn(s, &a, 0, 0); /* the echo leaves now (at the next turn's start): the clock starts again */
     fake_now += 9 * SEC;
     turn(s, &a, 0, 0);
     CHECK(a.closed == 0);
