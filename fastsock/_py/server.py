@@ -1436,8 +1436,7 @@ class Server:
     def _serve(self) -> None:
         waiter = self._waiter = _make_waiter()
         self._loop_ident = get_ident()
-        handlers = _sb.SignalHandlers(stop=lambda: self.stop(_sb.DEFAULT_GRACE), abort=lambda: self.stop(0.0),
-                                      stopping=lambda: self._stop_requested)
+        handlers = _sb.SignalHandlers(stop=lambda: self.stop(_sb.DEFAULT_GRACE), abort=lambda: self.stop(0.0))
         self._now = monotonic()
         normal = False
         try:
