@@ -1513,7 +1513,9 @@ class Server:
                         if not conn._dirty:
                             conn._dirty = True
                             self._dirty.append(conn)
-                    if mask & read_events:
+                    if mask & read_events and not conn._ready:
+                        # (a connection with held frames to deliver this turn reads after
+                        # them: an EOF already waiting must not be reported before them)
                         if not conn._hold and not conn._stop:
                             read(conn)
                         elif conn._stop == _HALF_CLOSED:
