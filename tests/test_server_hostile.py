@@ -311,3 +311,29 @@ def test_a_base_exception_ends_serve_forever_and_aborts_connections(S):
     assert server.stats()["running"] is False and server.stats()["listeners"] == 1
     run.error = None
     server.close()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("make", ["LengthPrefix", "Delimiter"])
+def test_a_reply_returned_after_the_handler_closed_is_refused_on_the_error_path(S, make, batch):
+    # Both backends: close() then a returned reply is BrokenPipeError on the error path
+    # (on_error / errors counted); the close stays a clean one and the reply is not sent.
+    rec = Recorder()
+    seen = []
+    framing = S.LengthPrefix() if make == "LengthPrefix" else S.Delimiter(b"\n")
+
+    def handler(conn, f):
+        conn.close()
+        return [b"late"] if batch else b"late"
+
+    def on_error(conn, exc):
+        seen.append(exc)
+
+    with serving(S, handler, framing=framing, batch=batch, on_error=on_error,
+                 on_close=rec.on_close) as (server, addr), connect(addr) as c:
+        c.sendall(frame(b"a") if make == "LengthPrefix" else b"a\n")
+        assert c.recv(100) == b""  # EOF, no reply before it
+        wait_until(lambda: rec.closes(), what="the close")
+        assert len(seen) == 1 and isinstance(seen[0], BrokenPipeError), seen
+        assert server.stats()["errors"] == 1 and server.stats()["frames_out"] == 0
+    assert [exc for _, exc in rec.closes()] == [None]

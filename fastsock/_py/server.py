@@ -297,26 +297,29 @@ class Connection:
         """Frame `payload` (any bytes-like object, copied before this returns) with the
         server's framing and queue it; it leaves with the other replies of this turn.
         RuntimeError in raw mode (use write); BrokenPipeError if the connection is closed or
-        closing; BufferError (nothing queued) past the server's write_limit; FrameTooLarge /
-        FramingError / TypeError for a payload the framing refuses."""
+        closing (close() was called, or the server half-closed it in a stop: a reply a
+        handler returns after close() takes the error path the same way); BufferError
+        (nothing queued) past the server's write_limit; FrameTooLarge / FramingError /
+        TypeError for a payload the framing refuses."""
         server = self.server
         if server._encode is None:
             raise RuntimeError("send() frames its payload, and this server has no framing (raw mode): use write()")
         if get_ident() != server._loop_ident:
-            if self._xclosed or self._hold & _CLOSING or self._fd < 0:
+            if self._xclosed or self._hold & _CLOSING or self._fd < 0 or self._stop == _HALF_CLOSED:
                 raise _sb.closed_error()
             data, header, trailer = server._encode(payload)
             server._calls.put(server._apply_write, (self, b"".join((header, data, trailer)), 1))
             return
-        if self._hold & _CLOSING:
+        if self._hold & _CLOSING or self._stop == _HALF_CLOSED:
             raise _sb.closed_error()
         server._reply(self, payload)
 
     def write(self, data: Any) -> None:
         """Queue raw bytes (any bytes-like object, copied before this returns), unframed;
         they leave with the other replies of this turn. BrokenPipeError if the connection is
-        closed or closing; BufferError (nothing queued) past the server's write_limit."""
-        if get_ident() != self._loop or self._hold:
+        closed or closing (as for send); BufferError (nothing queued) past the server's
+        write_limit."""
+        if get_ident() != self._loop or self._hold:  # (a half-close clears _loop: see _half_close)
             self._write_slow(data)
             return
         kind = type(data)
@@ -345,11 +348,11 @@ class Connection:
         """write() from another thread, or on a connection that holds (paused or closing)."""
         server = self.server
         if get_ident() != server._loop_ident:
-            if self._xclosed or self._hold & _CLOSING or self._fd < 0:
+            if self._xclosed or self._hold & _CLOSING or self._fd < 0 or self._stop == _HALF_CLOSED:
                 raise _sb.closed_error()
             server._calls.put(server._apply_write, (self, bytes(_as_buffer(data, "write() data")), server._raw))
             return
-        if self._hold & _CLOSING:
+        if self._hold & _CLOSING or self._stop == _HALF_CLOSED:
             raise _sb.closed_error()
         if type(data) is not bytes:
             data = _as_buffer(data, "write() data")
@@ -405,8 +408,9 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """True once closed, or closing (close() or abort() called, from any thread)."""
-        return self._fd < 0 or bool(self._hold & _CLOSING) or self._xclosed
+        """True once closed, or closing (close() or abort() called, from any thread; or
+        half-closed by a stop)."""
+        return self._fd < 0 or bool(self._hold & _CLOSING) or self._xclosed or self._stop == _HALF_CLOSED
 
     def fileno(self) -> int:
         """The connection's descriptor (-1 once closed)."""
@@ -891,7 +895,8 @@ class Server:
                     try:
                         reply = handler(conn, frame)
                         if reply is not None:
-                            if type(reply) is bytes and (n := len(reply)) <= limit and len(out) + n <= hard:
+                            if type(reply) is bytes and (n := len(reply)) <= limit and len(out) + n <= hard \
+                                    and not conn._hold & _CLOSING:  # (else _reply refuses it)
                                 out += pack(n)
                                 out += reply
                                 replies += 1
@@ -1100,7 +1105,10 @@ class Server:
     # -- replies ------------------------------------------------------------------------
 
     def _reply(self, conn: Connection, payload: Any) -> None:
-        """Frame and queue one reply (loop thread)."""
+        """Frame and queue one reply (loop thread): BrokenPipeError once closing (a handler
+        that called close() and then returned a reply: as the compiled backend)."""
+        if conn._hold & _CLOSING:
+            raise _sb.closed_error()
         data, header, trailer = self._encode(payload)  # type: ignore[misc]
         out = conn._out
         if len(out) + len(header) + len(data) + len(trailer) > self._write_limit:
@@ -1135,7 +1143,7 @@ class Server:
 
     def _apply_write(self, conn: Connection, data: bytes, frames: int) -> None:
         """A send/write from another thread, at the loop's turn."""
-        if conn._hold & _CLOSING or conn._fd < 0:
+        if conn._hold & _CLOSING or conn._fd < 0 or conn._stop == _HALF_CLOSED:
             _sb.LOGGER.warning("a reply sent from another thread to %r was dropped: the connection is closed", conn)
             return
         try:
@@ -1348,7 +1356,8 @@ class Server:
             conn._close_exc = exc
             self._finalize(conn)
             return
-        conn._stop = _HALF_CLOSED
+        conn._stop = _HALF_CLOSED  # closed for send/write/closed, on any thread
+        conn._loop = None  # write()'s fast path takes the slow one, which refuses
 
     def _run_ready(self) -> None:
         """Deliveries held over: resumed connections' buffered frames, a stop's reads."""
