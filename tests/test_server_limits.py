@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import gc
 import selectors
 import signal
 import socket as stdsocket
 import time
+import weakref
 
 import pytest
 from serverutil import (
@@ -302,3 +304,32 @@ def test_emfile_keeps_serving_and_accepts_again_when_descriptors_free(S):
         assert len(logs) == 1, logs  # logged once, however often accept() failed
         assert "accept()" in logs[0] and "Too many open files" in logs[0]
         assert int(child.line("DONE").split()[1]) == len(clients)
+
+
+def test_closed_connections_are_not_held_until_their_timers_deadline(S):
+    # A long idle_timeout / frame_timeout: the timers of closed connections must not keep
+    # their Connection objects alive until the deadline (the pure backend's heaps).
+    count = 200
+    refs = []
+
+    def on_close(conn, exc):
+        refs.append(weakref.ref(conn))
+
+    with serving(S, echo, framing=S.LengthPrefix(), idle_timeout=1e4, frame_timeout=1e4,
+                 on_close=on_close) as (server, addr):
+        sent = 0
+        for i in range(count):
+            with connect(addr) as c:
+                c.sendall(frame(b"x"))
+                assert read_frame(c) == b"x"
+                sent += 5
+                if i % 2:
+                    c.sendall(frame(b"partial")[:5])  # a frame begun: its frame timer runs
+                    sent += 5
+                    wait_until(lambda: server.stats()["bytes_in"] >= sent, what="the partial frame")  # noqa: B023
+        wait_until(lambda: len(refs) == count, what="every close")
+        done = []
+        server.call_soon_threadsafe(lambda: done.append(gc.collect()))  # on the loop, between turns
+        wait_until(lambda: done, what="the collection")
+        alive = sum(ref() is not None for ref in refs)
+        assert alive <= count // 2, f"{alive} of {count} closed Connection objects are still alive"

@@ -70,6 +70,10 @@ _HALF_CLOSED = 3  # SHUT_WR done; reads and discards until the peer's EOF
 _DRAIN_READS = 64
 #: A turn accepts at most this many connections per listener (the others wait a turn).
 _ACCEPT_BATCH = 64
+#: A timer heap is rebuilt without the entries of closed connections once there are more
+#: than this many of them and they are at least half of it (amortized O(1) per close), so
+#: that a closed Connection is not held until its deadline (idle_timeout may be hours).
+_COMPACT_MIN = 64
 
 Bytes = Union[bytes, bytearray, memoryview]
 #: What a scanner returns: (frames, end of the last frame, need, resume, error); see _scanner_for.
@@ -542,6 +546,7 @@ class Server:
         self._ready: list[Connection] = []
         self._idle_heap: list[tuple[float, int, Connection]] = []
         self._frame_heap: list[tuple[float, int, Connection]] = []
+        self._idle_dead = self._frame_dead = 0  # entries of closed connections (about)
         self._seq = itertools.count()
         self._accepting = False  # the listeners are registered with the waiter
         self._accept_after = 0.0  # accept back-off: not before this time
@@ -1217,6 +1222,17 @@ class Server:
         conn._frame_start = None
         conn._sock.close()
         self._closed_count += 1
+        if self._idle_timeout is not None:  # its idle heap entry is dead now
+            self._idle_dead += 1
+            if self._idle_dead > _COMPACT_MIN and 2 * self._idle_dead >= len(self._idle_heap):
+                self._idle_heap = self._live_entries(self._idle_heap)
+                self._idle_dead = 0
+        if conn._frame_armed:
+            conn._frame_armed = False
+            self._frame_dead += 1
+            if self._frame_dead > _COMPACT_MIN and 2 * self._frame_dead >= len(self._frame_heap):
+                self._frame_heap = self._live_entries(self._frame_heap)
+                self._frame_dead = 0
         if self._max_conns and not self._accepting and self._waiter is not None:
             self._sync_accepting()
         hook = self._on_close
@@ -1225,6 +1241,13 @@ class Server:
                 hook(conn, conn._close_exc)
             except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 _sb.log_exception("on_close", conn, exc)
+
+    @staticmethod
+    def _live_entries(heap: list[tuple[float, int, Connection]]) -> list[tuple[float, int, Connection]]:
+        """A timer heap without the entries of closed connections."""
+        live = [entry for entry in heap if entry[2]._fd >= 0]
+        heapq.heapify(live)
+        return live
 
     def _pause(self, conn: Connection) -> None:
         if conn._fd >= 0 and not conn._hold & _PAUSED:
@@ -1476,6 +1499,7 @@ class Server:
                 self._ready = []
                 self._idle_heap = []
                 self._frame_heap = []
+                self._idle_dead = self._frame_dead = 0
                 self._stopping = False
                 self._stop_requested = False
                 self._stop_deadline = math.inf
