@@ -337,3 +337,76 @@ def test_a_reply_returned_after_the_handler_closed_is_refused_on_the_error_path(
         assert len(seen) == 1 and isinstance(seen[0], BrokenPipeError), seen
         assert server.stats()["errors"] == 1 and server.stats()["frames_out"] == 0
     assert [exc for _, exc in rec.closes()] == [None]
+
+
+def test_connections_kept_after_an_interrupted_abort_never_reach_the_next_run(S):
+    # on_close raises a BaseException while serve_forever aborts its connections: the
+    # Connection objects kept (whether their close was reported or not yet) act on nothing
+    # when the server serves again and new connections take their places (C: their slots).
+    rec = Recorder()
+    interrupted = []
+
+    def handler(conn, f):
+        if f == b"fatal":
+            raise Fatal()
+        return f
+
+    def on_close(conn, exc):
+        rec.on_close(conn, exc)
+        if not interrupted:
+            interrupted.append(conn)
+            raise Fatal()
+
+    server = S.Server(handler, framing=S.LengthPrefix(), on_connect=rec.on_connect, on_close=on_close)
+    addr = server.listen(LOCAL)
+    try:
+        run = Running(server)
+        olds = [connect(addr) for _ in range(4)]
+        try:
+            for s in olds:
+                s.sendall(frame(b"o"))
+                assert read_frame(s) == b"o"
+            olds[0].sendall(frame(b"fatal"))
+            run.thread.join(WAIT)
+            assert not run.thread.is_alive() and isinstance(run.error, Fatal)
+            run.error = None
+            stale = list(rec.connected)
+            assert len(stale) == 4
+            with Running(server) as again:
+                news = [connect(addr) for _ in range(4)]
+                try:
+                    for s in news:
+                        s.sendall(frame(b"n"))
+                        assert read_frame(s) == b"n"
+                    done = []
+
+                    def on_loop():
+                        for conn in stale:
+                            for call in (conn.send, conn.write):
+                                try:
+                                    call(b"stale")
+                                    done.append(("sent", conn))
+                                except BrokenPipeError:
+                                    pass
+                            conn.pause_reading()
+                            conn.close()
+                            conn.abort()
+                            done.append((conn.closed, conn.fileno(), conn.pending))
+                    server.call_soon_threadsafe(on_loop)
+                    wait_until(lambda: len(done) >= 4, what="the stale calls")
+                    assert done == [(True, -1, 0)] * 4, done
+                    for s in news:  # untouched: not paused, not closed, nothing foreign queued
+                        s.sendall(frame(b"still"))
+                        assert read_frame(s) == b"still"
+                    assert all(not conn.closed for conn in rec.connected[4:])
+                finally:
+                    for s in news:
+                        s.close()
+                wait_until(lambda: len(rec.closes()) == 8, what="every close")
+                again.stop()
+        finally:
+            for s in olds:
+                s.close()
+    finally:
+        server.close()
+    assert len({id(conn) for conn, _ in rec.closes()}) == 8  # each one reported once

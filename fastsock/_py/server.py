@@ -677,12 +677,13 @@ class Server:
         if self._closed:
             return
         self._closed = True
-        for conn in list(self._conns.values()):
-            self._finalize(conn)
-        self._close_listeners()
-        if self._plan is not None:
-            self._plan.close()
-        self._calls.close()
+        try:
+            self._finalize_all(None)
+        finally:
+            self._close_listeners()
+            if self._plan is not None:
+                self._plan.close()
+            self._calls.close()
 
     def __enter__(self) -> Server:
         """`with Server(...) as server:` closes it on exit."""
@@ -1242,6 +1243,22 @@ class Server:
             except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 _sb.log_exception("on_close", conn, exc)
 
+    def _finalize_all(self, exc: Optional[BaseException]) -> None:
+        """Close every connection now (`exc` for those without a reason of their own). An
+        on_close raising a BaseException (KeyboardInterrupt) does not leave the others open:
+        they are all closed and reported, then the first such exception is raised."""
+        first: Optional[BaseException] = None
+        for conn in list(self._conns.values()):
+            if exc is not None and conn._close_exc is None:
+                conn._close_exc = exc
+            try:
+                self._finalize(conn)
+            except BaseException as again:  # noqa: BLE001  (raised below, after the others)
+                if first is None:
+                    first = again
+        if first is not None:
+            raise first
+
     @staticmethod
     def _live_entries(heap: list[tuple[float, int, Connection]]) -> list[tuple[float, int, Connection]]:
         """A timer heap without the entries of closed connections."""
@@ -1480,10 +1497,7 @@ class Server:
             self._loop(waiter, handlers)
             normal = True
         except BaseException as exc:
-            for conn in list(self._conns.values()):
-                if conn._close_exc is None:
-                    conn._close_exc = exc
-                self._finalize(conn)
+            self._finalize_all(exc)
             raise
         finally:
             try:
