@@ -15,6 +15,7 @@ from serverutil import (
     WAIT,
     Child,
     Recorder,
+    Running,
     connect,
     echo,
     frame,
@@ -333,3 +334,34 @@ def test_closed_connections_are_not_held_until_their_timers_deadline(S):
         wait_until(lambda: done, what="the collection")
         alive = sum(ref() is not None for ref in refs)
         assert alive <= count // 2, f"{alive} of {count} closed Connection objects are still alive"
+
+
+def test_huge_timeouts_and_grace_mean_never_and_do_not_overflow(S):
+    # idle_timeout / frame_timeout / stop(grace) far past what int64 nanoseconds hold (or
+    # inf): saturated to "never", not wrapped into the past (which closed everything at once).
+    timeout = 1e11
+    rec = Recorder()
+    server = S.Server(echo, framing=S.LengthPrefix(), idle_timeout=timeout, frame_timeout=timeout,
+                      on_close=rec.on_close)
+    addr = server.listen(("127.0.0.1", 0))
+    try:
+        with Running(server) as running, connect(addr) as c, connect(addr) as partial:
+            c.sendall(frame(b"a"))
+            assert read_frame(c) == b"a"
+            partial.sendall(frame(b"begun")[:6])  # the frame clock runs
+            time.sleep(0.3)  # some turns of the loop: nothing may time out (not a timing assertion)
+            c.sendall(frame(b"b"))
+            assert read_frame(c) == b"b"
+            assert rec.closes() == [] and server.stats()["timeouts"] == 0
+            server.stop(1e10)
+            server.stop(float("inf"))
+            assert is_eof(c)  # the half-close of a graceful stop, not an abort
+            time.sleep(0.2)
+            assert rec.closes() == []  # waits for the peers' EOF, as long as it takes
+            c.close()
+            partial.close()
+            running.join()
+        assert server.stats()["timeouts"] == 0
+        assert len(rec.closes()) == 2
+    finally:
+        server.close()

@@ -70,6 +70,8 @@ _HALF_CLOSED = 3  # SHUT_WR done; reads and discards until the peer's EOF
 _DRAIN_READS = 64
 #: A turn accepts at most this many connections per listener (the others wait a turn).
 _ACCEPT_BATCH = 64
+#: The longest single wait of the loop, in seconds (a later deadline is waited for in steps).
+_MAX_WAIT = 3600.0
 #: A timer heap is rebuilt without the entries of closed connections once there are more
 #: than this many of them and they are at least half of it (amortized O(1) per close), so
 #: that a closed Connection is not held until its deadline (idle_timeout may be hours).
@@ -1441,7 +1443,9 @@ class Server:
             when = self._stop_deadline
         if when == math.inf:
             return -1.0
-        return max(0.0, when - monotonic())
+        # (capped: a deadline years away, idle_timeout=1e11 say, is a wait the waiters'
+        # time_t / int milliseconds cannot take; the loop just wakes up and waits again)
+        return min(max(0.0, when - monotonic()), _MAX_WAIT)
 
     def _run_timers(self, now: float) -> None:
         heap = self._idle_heap
