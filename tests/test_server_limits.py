@@ -365,3 +365,25 @@ def test_huge_timeouts_and_grace_mean_never_and_do_not_overflow(S):
         assert len(rec.closes()) == 2
     finally:
         server.close()
+
+
+def test_a_reply_after_a_slow_handler_restarts_the_idle_clock_when_it_leaves(S):
+    # The handler takes longer than idle_timeout: its reply leaves after it, and the idle
+    # clock restarts then (not at the read), so the connection is not timed out at once.
+    rec = Recorder()
+
+    def handler(conn, f):
+        if f == b"slow":
+            time.sleep(1.5)
+        return f
+
+    with serving(S, handler, framing=S.LengthPrefix(), idle_timeout=1.0, on_close=rec.on_close) as (server, addr), \
+            connect(addr) as c:
+        c.sendall(frame(b"slow"))
+        assert read_frame(c) == b"slow"
+        c.sendall(frame(b"right after"))
+        assert read_frame(c) == b"right after"
+        assert rec.closes() == [] and server.stats()["timeouts"] == 0
+        assert is_eof(c)  # and it does time out, idle_timeout after its last byte
+        wait_until(lambda: rec.closes(), what="the idle close")
+    assert isinstance(rec.closes()[0][1], S.IdleTimeout)

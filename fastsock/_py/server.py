@@ -1320,7 +1320,9 @@ class Server:
         """One send per connection with queued output, then each one's state follows."""
         dirty = self._dirty
         self._dirty = []
-        now = self._now
+        # now, not the turn's start: after a slow handler batch, what is sent now restarts
+        # the idle clock now (a stale time would expire the connection right after its reply)
+        now = self._now = monotonic()
         writes = sent_total = 0
         for conn in dirty:
             conn._dirty = False
