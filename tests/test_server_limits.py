@@ -387,3 +387,18 @@ def test_a_reply_after_a_slow_handler_restarts_the_idle_clock_when_it_leaves(S):
         assert is_eof(c)  # and it does time out, idle_timeout after its last byte
         wait_until(lambda: rec.closes(), what="the idle close")
     assert isinstance(rec.closes()[0][1], S.IdleTimeout)
+
+
+@pytest.mark.parametrize("size", [4097, 10 * 1024])
+def test_read_size_1_still_takes_frames_larger_than_a_buffer_block(S, size):
+    # read_size=1: a partial frame held must still let the buffer grow (C: half of a 1-byte
+    # read was 0, so a frame past the first 4 KiB block was refused as too large).
+    rec = Recorder()
+    payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    with serving(S, echo, framing=S.LengthPrefix(), read_size=1, on_close=rec.on_close) as (server, addr), \
+            connect(addr) as c:
+        c.sendall(frame(payload))
+        assert read_frame(c) == payload
+        c.sendall(frame(b"next"))
+        assert read_frame(c) == b"next"
+        assert rec.closes() == [] and server.stats()["errors"] == 0
