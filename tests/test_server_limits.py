@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import gc
+import platform
 import selectors
 import signal
 import socket as stdsocket
+import sys
 import time
 import weakref
 
@@ -402,3 +404,72 @@ def test_read_size_1_still_takes_frames_larger_than_a_buffer_block(S, size):
         c.sendall(frame(b"next"))
         assert read_frame(c) == b"next"
         assert rec.closes() == [] and server.stats()["errors"] == 0
+
+
+# ---- transient accept() errors, every time: a policy denying accept (EPERM) ------------
+
+DENY_ACCEPT_SERVER = """
+    import ctypes, errno, struct, sys, time
+    import fastsock
+
+    def deny_accept():
+        # A seccomp filter on this thread (the loop's): accept4()/accept() fail with EPERM, as
+        # a security policy makes them (transient for the server: skip that connection).
+        libc = ctypes.CDLL(None, use_errno=True)
+        def op(code, k, jt=0, jf=0):
+            return struct.pack("HBBI", code, jt, jf, k)
+        ld, jeq, ret, allow = 0x20, 0x15, 0x06, 0x7FFF0000
+        prog = b"".join([op(ld, 4), op(jeq, 0xC000003E, 1, 0), op(ret, allow),  # x86_64 only
+                         op(ld, 0), op(jeq, 288, 1, 0), op(jeq, 43, 0, 1),  # accept4, accept
+                         op(ret, 0x00050000 | errno.EPERM), op(ret, allow)])
+        buf = ctypes.create_string_buffer(prog)
+        class Prog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+        fprog = Prog(len(prog) // 8, ctypes.addressof(buf))
+        if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "seccomp")
+
+    def handler(conn, f):
+        if f == b"deny":
+            deny_accept()
+        if f in (b"deny", b"cpu"):
+            return b"%.6f" % time.process_time()
+        return f
+
+    server = fastsock.Server(handler, framing=fastsock.LengthPrefix(4), backlog=512)
+    addr = server.listen(("127.0.0.1", 0))
+    print("PORT", addr[1], flush=True)
+    server.serve_forever()
+    print("DONE", server.stats()["accepted"], flush=True)
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or sys.platform != "linux", reason="an x86_64 seccomp filter")
+def test_accept_failing_every_time_is_neither_a_spin_nor_an_overflow(S):
+    # Every accept() fails with a transient error (EPERM from a policy) while the backlog
+    # stays full: the loop keeps serving, its events stay bounded (the compiled loop
+    # counted no failed accept in its budget: past its events array, forever), and it rests
+    # between runs of failures instead of spinning on the always-readable listener.
+    with Child(S, DENY_ACCEPT_SERVER) as child:
+        port = int(child.line("PORT").split()[1])
+        with connect(("127.0.0.1", port), timeout=10.0) as c:
+            c.sendall(frame(b"deny"))
+            float(read_frame(c))
+            waiting = [connect(("127.0.0.1", port), timeout=10.0) for _ in range(40)]  # in the backlog
+            try:
+                time.sleep(0.2)
+                c.sendall(frame(b"cpu"))
+                start, t0 = float(read_frame(c)), time.monotonic()
+                for i in range(20):  # still served while accept() keeps failing
+                    c.sendall(frame(b"%d" % i))
+                    assert read_frame(c) == b"%d" % i
+                    time.sleep(0.05)
+                c.sendall(frame(b"cpu"))
+                cpu, wall = float(read_frame(c)) - start, time.monotonic() - t0
+                assert cpu < 0.5 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s: spinning on accept()"
+            finally:
+                for s in waiting:
+                    s.close()
+        child.signal(signal.SIGTERM)
+        assert child.wait() == 0, child.stderr()
+        assert child.line("DONE").split()[1] == "1"
