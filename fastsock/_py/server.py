@@ -464,7 +464,14 @@ class Server:
       n outside 0..len(data) ValueError (on the error path; nothing is consumed).
     - A reply the handler returns that the framing refuses (FrameTooLarge, FramingError,
       TypeError) or that would pass write_limit (BufferError) takes the error path like an
-      exception raised by the handler; the replies queued before it still leave.
+      exception raised by the handler; the replies queued before it still leave. So does a
+      reply returned by a handler that called conn.close() (BrokenPipeError: it is not
+      sent; the close keeps its own reason).
+    - Raw mode: `data` is released when the handler returns (ValueError if it is used
+      after; a slice taken during the call stays valid, its memory never reused). The
+      compiled backend's `data.obj` refuses new exports after the call too (ValueError);
+      here `data.obj` is the bytes object of the read (or the connection's held
+      bytearray), which Python code cannot revoke: use `bytes(data)` to keep the bytes.
     - A handler exception is counted in stats()["errors"] whether or not on_error handles
       it. Without on_error the connection is closed after flushing the replies already
       queued; with on_error it stays open and the next frames are delivered.
