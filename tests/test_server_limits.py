@@ -9,6 +9,7 @@ import selectors
 import signal
 import socket as stdsocket
 import sys
+import threading
 import time
 import weakref
 
@@ -473,3 +474,34 @@ def test_accept_failing_every_time_is_neither_a_spin_nor_an_overflow(S):
         child.signal(signal.SIGTERM)
         assert child.wait() == 0, child.stderr()
         assert child.line("DONE").split()[1] == "1"
+
+
+def test_a_slow_handler_does_not_time_out_the_replies_of_its_batch(S):
+    # Two connections ready in the same turn, the first one's handler slower than
+    # idle_timeout: the second one's reply leaves after it and restarts its idle clock then
+    # (a clock read before the batch timed it out at once, dropping its reply).
+    rec = Recorder()
+    gate = threading.Event()
+
+    def handler(conn, f):
+        if f == b"gate":
+            gate.wait(WAIT)  # the loop waits here while both next frames arrive
+        elif f == b"slow":
+            time.sleep(1.5)
+        return f
+
+    with serving(S, handler, framing=S.LengthPrefix(), idle_timeout=1.0, on_close=rec.on_close) as (server, addr), \
+            connect(addr) as a, connect(addr) as b, connect(addr) as g:
+        g.sendall(frame(b"gate"))
+        time.sleep(0.2)  # the loop is in the gate's handler (not a timing assertion)
+        a.sendall(frame(b"slow"))
+        b.sendall(frame(b"quick"))
+        time.sleep(0.2)
+        gate.set()
+        assert read_frame(g) == b"gate"
+        assert read_frame(a) == b"slow"
+        assert read_frame(b) == b"quick"
+        b.sendall(frame(b"again"))
+        assert read_frame(b) == b"again"
+        a.sendall(frame(b"again"))
+        assert read_frame(a) == b"again"
