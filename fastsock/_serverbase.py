@@ -40,6 +40,8 @@ __all__ = [
     "TRANSIENT_ACCEPT_ERRNOS",
     "ACCEPT_BACKOFF_MIN",
     "ACCEPT_BACKOFF_MAX",
+    "TRANSIENT_ACCEPT_RUN",
+    "TRANSIENT_ACCEPT_BACKOFF",
     "RESTART_DELAY_MIN",
     "RESTART_DELAY_MAX",
     "RESTART_RESET",
@@ -291,18 +293,27 @@ TRANSIENT_ACCEPT_ERRNOS = frozenset(
 #: first success resets it. The server never spins on a listener it cannot accept from.
 ACCEPT_BACKOFF_MIN = 0.1
 ACCEPT_BACKOFF_MAX = 1.0
+#: This many transient errors in a row (no accept() succeeding between them) pause accepting
+#: for TRANSIENT_ACCEPT_BACKOFF: a listener whose every accept() fails (a policy denying it
+#: with EPERM, say) is never spun on. The compiled loop ends a turn's accepting after as many
+#: (TRANSIENT_RUN in src_c/fs_server.c).
+TRANSIENT_ACCEPT_RUN = 16
+TRANSIENT_ACCEPT_BACKOFF = 0.01
 
 
 class AcceptErrors:
     """The accept() error policy of both backends: transient errors (TRANSIENT_ACCEPT_ERRNOS)
-    skip one connection; any other error pauses accepting on every listener with an
-    exponential back-off (ACCEPT_BACKOFF_MIN to ACCEPT_BACKOFF_MAX). Each kind of error
-    (errno) is logged once per Server on `fastsock.server`: ERROR for the back-off kinds,
-    DEBUG for the transient ones. Existing connections are served throughout."""
+    skip one connection, unless TRANSIENT_ACCEPT_RUN of them come in a row, which pause
+    accepting for TRANSIENT_ACCEPT_BACKOFF; any other error pauses accepting on every
+    listener with an exponential back-off (ACCEPT_BACKOFF_MIN to ACCEPT_BACKOFF_MAX). Each
+    kind of error (errno) is logged once per Server on `fastsock.server`: ERROR for the
+    back-off kinds, DEBUG for the transient ones. Existing connections are served
+    throughout."""
 
     def __init__(self) -> None:
         self._seen: set[Optional[int]] = set()
         self._delay = ACCEPT_BACKOFF_MIN
+        self._transient_run = 0
 
     def failed(self, exc: OSError, listener: Any) -> float:
         """Record a failed accept(): 0.0 (accept on), or the seconds to stop accepting."""
@@ -311,6 +322,10 @@ class AcceptErrors:
             if code not in self._seen:
                 self._seen.add(code)
                 LOGGER.debug("accept() on %r: %s (skipped; logged once)", listener, exc)
+            self._transient_run += 1
+            if self._transient_run >= TRANSIENT_ACCEPT_RUN:
+                self._transient_run = 0
+                return TRANSIENT_ACCEPT_BACKOFF
             return 0.0
         delay = self._delay
         self._delay = min(2 * delay, ACCEPT_BACKOFF_MAX)
@@ -321,8 +336,9 @@ class AcceptErrors:
         return delay
 
     def succeeded(self) -> None:
-        """An accept() worked: the next failure starts the back-off afresh."""
+        """An accept() worked: the next failure starts the back-off (and the run) afresh."""
         self._delay = ACCEPT_BACKOFF_MIN
+        self._transient_run = 0
 
 
 # -- the thread-safe call queue ---------------------------------------------------------
@@ -444,28 +460,33 @@ class SignalHandlers:
     kernel delivered the signal to, and the Python handler runs as soon as the main thread
     runs Python code again. The loop calls `drain()` when `fileno()` is readable.
 
-    The first signal calls `stop()` (a graceful stop with the default grace: both backends
-    pass `DEFAULT_GRACE` as this module holds it when the signal arrives). SIGINT while a
-    stop is already under way (`stopping()` true, whatever started it) calls `abort()`.
-    SIGTERM never aborts: a supervisor forwards the stop after a Ctrl-C that reached the
-    whole process group, and that must not turn the workers' graceful stop into an abort.
-    `restore()` puts the previous handlers and wake-up fd back."""
+    Each signal calls `stop()` (a graceful stop with the default grace: both backends pass
+    `DEFAULT_GRACE` as this module holds it when the signal arrives; a stop under way keeps
+    its earlier end), except the second SIGINT these handlers receive, and any after it,
+    which call `abort()`. Only SIGINTs received here count, not a stop under way for
+    another reason: one Ctrl-C reaches a workers supervisor and its workers alike (the
+    process group), and the stop the supervisor forwards may reach a worker before the
+    worker's own SIGINT handler runs, which must still be a graceful stop; a second Ctrl-C
+    aborts everywhere. SIGTERM never aborts. `restore()` puts the previous handlers and
+    wake-up fd back."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, stop: Callable[[], None], abort: Callable[[], None], stopping: Callable[[], bool]) -> None:
+    def __init__(self, stop: Callable[[], None], abort: Callable[[], None]) -> None:
         self._stop = stop
         self._abort = abort
-        self._stopping = stopping
+        self._sigints = 0  # SIGINTs received since install()
         self._previous: dict[int, Any] = {}
         self._old_wakeup: Optional[int] = None
         self._pair: Optional[tuple[_stdsocket.socket, _stdsocket.socket]] = None
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self._stopping():
-            self._abort()
-        else:
-            self._stop()
+        if signum == signal.SIGINT:
+            self._sigints += 1
+            if self._sigints > 1:
+                self._abort()
+                return
+        self._stop()
 
     def install(self) -> bool:
         """Install the handlers (main thread only); False, doing nothing, elsewhere."""
@@ -481,6 +502,7 @@ class SignalHandlers:
                 s.close()
             return False
         self._pair = pair
+        self._sigints = 0
         for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return True
@@ -621,8 +643,8 @@ class Supervisor:
     worker exits with status 0 when `run_worker` returns, 1 when it raised (logged).
 
     `run()` returns when every worker has exited after a stop: `stop(grace)` from any thread,
-    or SIGINT/SIGTERM in the main thread (SignalHandlers: the first one stops, SIGINT during
-    the stop aborts, i.e. stops with grace 0). The stop is forwarded to every worker through
+    or SIGINT/SIGTERM in the main thread (SignalHandlers: the first one stops, a second
+    SIGINT aborts, i.e. stops with grace 0). The stop is forwarded to every worker through
     its control pipe (with the grace, which signals could not carry); a worker still alive
     KILL_MARGIN seconds after the grace is killed with SIGKILL. A worker that dies while no
     stop is under way (whatever its exit status) is restarted after RESTART_DELAY_MIN
@@ -672,7 +694,7 @@ class Supervisor:
     def run(self) -> None:
         """Fork the workers and supervise them until a stop completes (see the class)."""
         handlers = self._handlers = SignalHandlers(  # DEFAULT_GRACE as it is when the signal comes
-            stop=lambda: self.stop(DEFAULT_GRACE), abort=lambda: self.stop(0.0), stopping=lambda: self.stopping)
+            stop=lambda: self.stop(DEFAULT_GRACE), abort=lambda: self.stop(0.0))
         sel = self._selector = selectors.DefaultSelector()
         try:
             sel.register(self._calls.fileno(), selectors.EVENT_READ, "calls")

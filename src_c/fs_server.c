@@ -52,6 +52,7 @@
 #define DISCARD_SIZE 16384
 #define DISCARD_READS 4                 /* recv calls per turn on a half-closed connection */
 #define SWEEP_READS 64                  /* a stop's read-until-would-block reads this much at most */
+#define TRANSIENT_RUN 16                /* transient accept errors in a row end a turn's accepting */
 
 #define TAG_SPECIAL (UINT64_C(1) << 63)
 #define TAG_WAKE (TAG_SPECIAL | UINT64_C(0xffffffff))
@@ -69,9 +70,18 @@ enum {
     F_SWEEP = 1u << 5,    /* graceful stop: read until would-block before half-closing */
     F_ABORT = 1u << 7,    /* close at the next flush without sending */
     F_TCP = 1u << 8,
-    F_SOCKNAME = 1u << 9, /* sock/sock_len are filled */
 };
-#define F_KEEP_ON_CLOSE (F_TOUCHED | F_READY | F_TCP | F_SOCKNAME)
+#define F_KEEP_ON_CLOSE (F_TOUCHED | F_READY | F_TCP)
+
+/* What other threads may read while the loop runs (fs_conn_shared_*, fs_server_stats_get):
+ * written by the loop's thread only, with relaxed atomic stores (plain moves on x86), read
+ * with relaxed atomic loads, so a reader never races a writer (as ThreadSanitizer checks). */
+#define PUB_STORE(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELAXED)
+#define PUB_LOAD(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+/* The counters have one writer (the loop's thread): a load and a store, not a locked add. */
+#define STAT_ADD(s, field, n) PUB_STORE((s)->st.field, PUB_LOAD((s)->st.field) + (n))
+#define STAT_SUB(s, field, n) PUB_STORE((s)->st.field, PUB_LOAD((s)->st.field) - (n))
+#define STAT_SET(s, field, v) PUB_STORE((s)->st.field, (uint64_t)(v))
 
 enum { T_IDLE = 0, T_FRAME = 1 };
 
@@ -108,6 +118,11 @@ struct fs_conn {
     fs_conn *ready_next;
     fs_conn *list_next; /* the closed list while CLOSED, the free list while FREE */
     tnode t[2];
+    /* published for other threads (PUB_STORE): see publish() */
+    int pub_fd;
+    uint32_t pub_state; /* FS_CONN_CLOSING | FS_CONN_PAUSED | FS_CONN_BACKPRESSURE */
+    size_t pub_pending;
+    /* both filled at accept and unchanged until the slot is reused */
     socklen_t peer_len, sock_len;
     struct sockaddr_storage peer, sock;
 };
@@ -117,6 +132,9 @@ typedef struct {
     uint8_t active;  /* watched */
     uint8_t tcp;
     uint8_t enabled; /* EPOLLIN registered */
+    uint8_t fixed;   /* bound to one address: every accepted socket's local address is addr */
+    socklen_t addr_len;
+    struct sockaddr_storage addr;
 } fs_listener;
 
 struct fs_server {
@@ -144,7 +162,9 @@ struct fs_server {
     fs_server_event *events;
     size_t nevents, evcap;
     int woke; /* a WAKEUP event is in this batch */
-    size_t accepts;
+    size_t accepts;  /* accept() calls this turn, failed ones included (<= ACCEPT_BUDGET) */
+    size_t transient_run; /* transient accept errors in a row, this turn */
+    fs_server_event spare; /* where an event goes that the events array cannot take (never) */
     struct epoll_event raw[EPOLL_BATCH];
     /* buffer blocks */
     size_t block;
@@ -165,6 +185,14 @@ static int64_t default_clock(void *arg)
 {
     (void)arg;
     return fs_now_ns();
+}
+
+/* a + b for a deadline (b >= 0): saturates at INT64_MAX ("never") instead of overflowing. */
+static inline int64_t deadline_after(int64_t a, int64_t b)
+{
+    if (b <= 0)
+        return a;
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
 static inline fs_conn *slot_conn(const fs_server *s, uint32_t slot)
@@ -242,7 +270,7 @@ static void timer_arm(fs_server *s, fs_conn *c, int k)
         return;
     timer_off(s, c, k);
     tnode *n = &c->t[k];
-    n->at = s->now + l->timeout;
+    n->at = deadline_after(s->now, l->timeout);
     FS_ASSERT(l->tail == NULL || l->tail->t[k].at <= n->at);
     n->prev = l->tail;
     n->next = NULL;
@@ -252,6 +280,22 @@ static void timer_arm(fs_server *s, fs_conn *c, int k)
         l->head = c;
     l->tail = c;
     n->on = 1;
+}
+
+/* Publish what other threads may read of c (after any change of its state, flags, fd or
+ * output queue; the loop's thread only). */
+static void publish(fs_conn *c)
+{
+    uint32_t st = 0;
+    if (c->state != ST_OPEN)
+        st |= FS_CONN_CLOSING;
+    if (c->flags & F_PAUSED)
+        st |= FS_CONN_PAUSED;
+    if (c->flags & F_BP)
+        st |= FS_CONN_BACKPRESSURE;
+    PUB_STORE(c->pub_state, st);
+    PUB_STORE(c->pub_fd, c->fd);
+    PUB_STORE(c->pub_pending, fs_buffer_len(&c->out));
 }
 
 static void touch(fs_server *s, fs_conn *c)
@@ -297,7 +341,13 @@ static inline size_t ev_room(const fs_server *s)
 
 static fs_server_event *emit(fs_server *s, int type, fs_conn *c)
 {
+    /* Every producer is bounded so that fs_server_run_once's reservation holds (each epoll
+     * event emits one event at most, accept() calls are counted in ACCEPT_BUDGET, closes
+     * are reported while there is room); should a bound ever fail, the array grows, and
+     * without memory the event is lost rather than written past the array's end. */
     FS_ASSERT(s->nevents < s->evcap);
+    if (s->nevents >= s->evcap && ev_reserve(s, 1) != 0)
+        return memset(&s->spare, 0, sizeof s->spare);
     fs_server_event *e = &s->events[s->nevents++];
     memset(e, 0, sizeof *e);
     e->type = type;
@@ -370,11 +420,6 @@ static void do_close(fs_server *s, fs_conn *c, int reason, int err, uint64_t siz
             if (recv(c->fd, s->discard, DISCARD_SIZE, MSG_DONTWAIT) <= 0)
                 break;
     }
-    if (!(c->flags & F_SOCKNAME)) { /* the local address stays known after the close */
-        socklen_t len = sizeof c->sock;
-        c->sock_len = getsockname(c->fd, (struct sockaddr *)&c->sock, &len) == 0 ? len : 0;
-        c->flags |= F_SOCKNAME;
-    }
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL); /* a dup of the fd elsewhere keeps it in the set */
     close(c->fd);
     c->fd = -1;
@@ -386,12 +431,13 @@ static void do_close(fs_server *s, fs_conn *c, int reason, int err, uint64_t siz
     buf_release(s, &c->out);
     c->resume = 0;
     if (c->flags & F_BP)
-        s->st.paused--;
+        STAT_SUB(s, paused, 1);
     c->flags &= F_KEEP_ON_CLOSE;
     c->state = ST_CLOSED;
     c->reason = reason;
     c->err = err;
     c->size = size;
+    publish(c);
     c->list_next = NULL;
     if (s->closed_tail)
         s->closed_tail->list_next = c;
@@ -401,8 +447,8 @@ static void do_close(fs_server *s, fs_conn *c, int reason, int err, uint64_t siz
     s->nclosed++;
     FS_ASSERT(s->nconns > 0);
     s->nconns--;
-    s->st.connections = s->nconns;
-    s->st.closed++;
+    STAT_SET(s, connections, s->nconns);
+    STAT_ADD(s, closed, 1);
     if (s->cfg.max_connections && s->nconns + 1 == s->cfg.max_connections)
         listeners_update(s);
 }
@@ -418,6 +464,7 @@ static void begin_close(fs_server *s, fs_conn *c, int reason, int err, uint64_t 
     c->size = size;
     timer_off(s, c, T_FRAME);
     touch(s, c);
+    publish(c);
 }
 
 static void begin_abort(fs_server *s, fs_conn *c, int reason, int err)
@@ -433,6 +480,7 @@ static void begin_abort(fs_server *s, fs_conn *c, int reason, int err)
     c->state = ST_CLOSING;
     c->flags |= F_ABORT;
     touch(s, c);
+    publish(c);
 }
 
 /* A pending socket error (or a full hang-up) on a connection that is not reading. */
@@ -474,7 +522,7 @@ static int has_frame(fs_server *s, fs_conn *c)
 /* reason: FS_CLOSE_TOO_LARGE (above max_size) or FS_CLOSE_BUFFER_FULL (above max_buffer) */
 static void frame_too_large(fs_server *s, fs_conn *c, int reason, uint64_t size)
 {
-    s->st.errors++;
+    STAT_ADD(s, errors, 1);
     begin_close(s, c, reason, 0, size);
 }
 
@@ -489,7 +537,7 @@ static void conn_read(fs_server *s, fs_conn *c, int sweep)
     size_t held = fs_buffer_len(&c->in);
     size_t want = s->cfg.read_size;
     /* Held bytes (a partial frame) do not make the buffer grow while half a read still fits. */
-    if (held && held + want > c->in.cap && held + want / 2 <= c->in.cap)
+    if (held && held + want > c->in.cap && held + (want + 1) / 2 <= c->in.cap) /* want stays >= 1 */
         want = c->in.cap - held;
     long room = fs_buffer_reserve(&c->in, want, s->cfg.max_buffer);
     if (room < 0) {
@@ -515,7 +563,7 @@ static void conn_read(fs_server *s, fs_conn *c, int sweep)
     while (n < 0 && errno == EINTR);
     if (n > 0) {
         fs_buffer_commit(&c->in, (size_t)n);
-        s->st.bytes_in += (uint64_t)n;
+        STAT_ADD(s, bytes_in, (uint64_t)n);
         timer_arm(s, c, T_IDLE);
         if (sweep && ++c->sweeps >= SWEEP_READS)
             c->flags &= ~F_SWEEP; /* a peer sending as fast as we read cannot hold the stop */
@@ -547,7 +595,7 @@ static void conn_discard(fs_server *s, fs_conn *c)
     for (int i = 0; i < DISCARD_READS; i++) {
         ssize_t n = recv(c->fd, s->discard, DISCARD_SIZE, MSG_DONTWAIT);
         if (n > 0) {
-            s->st.bytes_in += (uint64_t)n;
+            STAT_ADD(s, bytes_in, (uint64_t)n);
             timer_arm(s, c, T_IDLE);
             continue;
         }
@@ -646,12 +694,12 @@ static void flush_conn(fs_server *s, fs_conn *c)
         ssize_t n;
         do {
             n = send(c->fd, fs_buffer_start(&c->out), pending, MSG_NOSIGNAL | MSG_DONTWAIT);
-            s->st.writes++;
+            STAT_ADD(s, writes, 1);
         } while (n < 0 && errno == EINTR);
         if (n > 0) {
             FS_ASSERT((size_t)n <= pending);
             fs_buffer_consume(&c->out, (size_t)n);
-            s->st.bytes_out += (uint64_t)n;
+            STAT_ADD(s, bytes_out, (uint64_t)n);
             pending -= (size_t)n;
             timer_arm(s, c, T_IDLE);
         } else if (n < 0 && !FS_IS_WOULDBLOCK(errno)) {
@@ -663,7 +711,7 @@ static void flush_conn(fs_server *s, fs_conn *c)
         buf_release(s, &c->out);
     if ((c->flags & F_BP) && pending <= s->cfg.low_water) {
         c->flags &= ~F_BP;
-        s->st.paused--;
+        STAT_SUB(s, paused, 1);
         if (c->state == ST_OPEN && !(c->flags & F_PAUSED) && fs_buffer_len(&c->in))
             ready_add(s, c);
     }
@@ -692,6 +740,8 @@ void fs_server_flush(fs_server *s)
         c->touched_next = NULL;
         c->flags &= ~F_TOUCHED;
         flush_conn(s, c);
+        if (c->state != ST_CLOSED) /* do_close published the closed state */
+            publish(c);
     }
 }
 
@@ -756,7 +806,15 @@ static int conn_open(fs_server *s, fs_conn *c, int fd, socklen_t peer_len, int i
     fs_listener *l = &s->ls[index];
     c->fd = fd;
     c->peer_len = peer_len;
-    c->sock_len = 0;
+    /* The local address now, on the loop's thread: other threads read both addresses while
+     * the loop runs, so nothing fills them in later. */
+    if (l->fixed) {
+        memcpy(&c->sock, &l->addr, l->addr_len);
+        c->sock_len = l->addr_len;
+    } else {
+        socklen_t len = sizeof c->sock;
+        c->sock_len = getsockname(fd, (struct sockaddr *)&c->sock, &len) == 0 ? len : 0;
+    }
     c->flags = l->tcp ? F_TCP : 0;
     c->state = ST_OPEN;
     c->reason = c->err = 0;
@@ -776,9 +834,10 @@ static int conn_open(fs_server *s, fs_conn *c, int fd, socklen_t peer_len, int i
     if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
         return -errno;
     c->mask = EPOLLIN;
+    publish(c);
     s->nconns++;
-    s->st.connections = s->nconns;
-    s->st.accepted++;
+    STAT_SET(s, connections, s->nconns);
+    STAT_ADD(s, accepted, 1);
     timer_arm(s, c, T_IDLE);
     fs_server_event *e = emit(s, FS_EV_ACCEPTED, c);
     e->listener = index;
@@ -813,11 +872,14 @@ static void accept_from(fs_server *s, int index)
                 slot_unalloc(s, c);
             if (c != NULL && FS_IS_WOULDBLOCK(e))
                 break;
+            s->accepts++; /* a failed accept() counts: its event takes room like a success */
             fs_server_event *ev = emit(s, FS_EV_ACCEPT_ERROR, NULL);
             ev->err = e;
             ev->listener = index;
             if (c != NULL && transient_accept_error(e)) {
-                ev->size = 1; /* transient: this connection only, accepting goes on */
+                ev->size = 1; /* transient: this connection only, accepting goes on ... */
+                if (++s->transient_run >= TRANSIENT_RUN)
+                    break; /* ... but not this turn after so many in a row (the caller may rest) */
                 continue;
             }
             /* EMFILE, ENFILE, ENOBUFS, ENOMEM, or a broken listener: rest, never spin */
@@ -825,6 +887,7 @@ static void accept_from(fs_server *s, int index)
             return;
         }
         s->accepts++;
+        s->transient_run = 0;
         int rc = conn_open(s, c, fd, len, index);
         if (rc != 0) {
             close(fd);
@@ -947,7 +1010,7 @@ static void expire(fs_server *s)
 {
     tlist *idle = &s->timers[T_IDLE], *frame = &s->timers[T_FRAME];
     while (idle->head && idle->head->t[T_IDLE].at <= s->now) {
-        s->st.timeouts++;
+        STAT_ADD(s, timeouts, 1);
         do_close(s, idle->head, FS_CLOSE_IDLE, 0, 0); /* queued output is dropped */
     }
     while (frame->head && frame->head->t[T_FRAME].at <= s->now) {
@@ -955,7 +1018,7 @@ static void expire(fs_server *s)
         timer_off(s, c, T_FRAME);
         if (c->state != ST_OPEN)
             continue;
-        s->st.timeouts++;
+        STAT_ADD(s, timeouts, 1);
         begin_close(s, c, FS_CLOSE_FRAME_TIMEOUT, 0, fs_buffer_len(&c->in)); /* replies flushed first */
     }
     if (s->backoff_until && s->now >= s->backoff_until) {
@@ -991,6 +1054,9 @@ static void report_closed(fs_server *s)
 
 int fs_server_run_once(fs_server *s, int timeout_ms)
 {
+    /* The clock moved while the caller handled the last batch (a slow handler): what the
+     * flush sends is sent now, and the idle timers it re-arms start now, not at the read. */
+    s->now = s->clock(s->clock_arg);
     fs_server_flush(s);
     /* Slots reported closed in the last batch are free now: the caller is done with them.
      * (The flush above emptied the touched list; the last turn emptied the ready list, and
@@ -1002,6 +1068,7 @@ int fs_server_run_once(fs_server *s, int timeout_ms)
     s->interrupted = 0;
     s->woke = 0;
     s->accepts = 0;
+    s->transient_run = 0;
     if (++s->turn == 0)
         s->turn = 1;
     if (ev_reserve(s, s->nready + s->nclosed + EPOLL_BATCH + ACCEPT_BUDGET + 2) != 0)
@@ -1104,6 +1171,36 @@ void fs_server_free(fs_server *s)
     free(s);
 }
 
+/* Read l's address; 1 if every socket it accepts has that local address (AF_UNIX; IPv4 or
+ * IPv6 bound to one address, not transparent), so that accepting needs no getsockname. */
+static int listener_address(fs_listener *l)
+{
+    socklen_t len = sizeof l->addr;
+    if (getsockname(l->fd, (struct sockaddr *)&l->addr, &len) != 0 || len > sizeof l->addr)
+        return 0;
+    l->addr_len = len;
+    int on = 0;
+    socklen_t olen = sizeof on;
+    switch (l->addr.ss_family) {
+    case AF_UNIX:
+        return 1;
+    case AF_INET: {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&l->addr;
+        if (a->sin_addr.s_addr == htonl(INADDR_ANY))
+            return 0;
+        return getsockopt(l->fd, IPPROTO_IP, IP_TRANSPARENT, &on, &olen) == 0 && !on;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&l->addr;
+        if (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) || IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+            return 0;
+        return getsockopt(l->fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &on, &olen) == 0 && !on;
+    }
+    default:
+        return 0;
+    }
+}
+
 int fs_server_add_listener(fs_server *s, int fd, int tcp)
 {
     if (fd < 0)
@@ -1134,6 +1231,7 @@ int fs_server_add_listener(fs_server *s, int fd, int tcp)
     l->active = 1;
     l->tcp = tcp ? 1 : 0;
     l->enabled = 1;
+    l->fixed = listener_address(l);
     s->nactive++;
     listeners_update(s);
     return (int)i;
@@ -1199,7 +1297,7 @@ int fs_server_watch_fd(fs_server *s, int slot, int fd)
 void fs_server_accept_backoff(fs_server *s, int64_t ns)
 {
     s->now = s->clock(s->clock_arg);
-    s->backoff_until = s->now + (ns > 0 ? ns : 1);
+    s->backoff_until = deadline_after(s->now, ns > 0 ? ns : 1);
     if (s->backoff_until == 0)
         s->backoff_until = 1;
     listeners_update(s);
@@ -1226,7 +1324,7 @@ static void start_sweep(fs_server *s, fs_conn *c)
 void fs_server_stop(fs_server *s, int64_t grace_ns)
 {
     s->now = s->clock(s->clock_arg);
-    int64_t deadline = s->now + (grace_ns > 0 ? grace_ns : 0);
+    int64_t deadline = deadline_after(s->now, grace_ns);
     if (s->stopping) {
         if (deadline < s->stop_deadline)
             s->stop_deadline = deadline;
@@ -1267,6 +1365,38 @@ void fs_server_abort_all(fs_server *s)
 fs_server_stats *fs_server_get_stats(fs_server *s)
 {
     return &s->st;
+}
+
+void fs_server_stats_get(const fs_server *s, fs_server_stats *out)
+{
+    out->connections = PUB_LOAD(s->st.connections);
+    out->accepted = PUB_LOAD(s->st.accepted);
+    out->closed = PUB_LOAD(s->st.closed);
+    out->frames_in = PUB_LOAD(s->st.frames_in);
+    out->frames_out = PUB_LOAD(s->st.frames_out);
+    out->bytes_in = PUB_LOAD(s->st.bytes_in);
+    out->bytes_out = PUB_LOAD(s->st.bytes_out);
+    out->writes = PUB_LOAD(s->st.writes);
+    out->paused = PUB_LOAD(s->st.paused);
+    out->timeouts = PUB_LOAD(s->st.timeouts);
+    out->errors = PUB_LOAD(s->st.errors);
+}
+
+void fs_server_stats_add(fs_server *s, int which, uint64_t n)
+{
+    switch (which) {
+    case FS_STAT_FRAMES_IN:
+        STAT_ADD(s, frames_in, n);
+        break;
+    case FS_STAT_FRAMES_OUT:
+        STAT_ADD(s, frames_out, n);
+        break;
+    case FS_STAT_ERRORS:
+        STAT_ADD(s, errors, n);
+        break;
+    default:
+        break;
+    }
 }
 
 void fs_server_set_clock(fs_server *s, int64_t (*clock)(void *arg), void *arg)
@@ -1330,15 +1460,25 @@ const struct sockaddr *fs_conn_peer(const fs_conn *c, socklen_t *len)
     return (const struct sockaddr *)&c->peer;
 }
 
-const struct sockaddr *fs_conn_sockname(fs_conn *c, socklen_t *len)
+const struct sockaddr *fs_conn_sockname(const fs_conn *c, socklen_t *len)
 {
-    if (!(c->flags & F_SOCKNAME) && c->fd >= 0) {
-        socklen_t l = sizeof c->sock;
-        c->sock_len = getsockname(c->fd, (struct sockaddr *)&c->sock, &l) == 0 ? l : 0;
-        c->flags |= F_SOCKNAME;
-    }
-    *len = (c->flags & F_SOCKNAME) ? c->sock_len : 0;
+    *len = c->sock_len;
     return (const struct sockaddr *)&c->sock;
+}
+
+int fs_conn_shared_fd(const fs_conn *c)
+{
+    return PUB_LOAD(c->pub_fd);
+}
+
+int fs_conn_shared_state(const fs_conn *c)
+{
+    return (int)PUB_LOAD(c->pub_state);
+}
+
+size_t fs_conn_shared_pending(const fs_conn *c)
+{
+    return PUB_LOAD(c->pub_pending);
 }
 
 /* A binary length prefix's value (the common framing, decoded here without a call). */
@@ -1372,7 +1512,7 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
             fs_buffer_consume(&c->in, f->width + (size_t)v); /* p stays readable: see below */
             c->need = 0;
             c->consumed += f->width + (size_t)v;
-            s->st.frames_in++;
+            STAT_ADD(s, frames_in, 1);
             return 1;
         }
     }
@@ -1389,7 +1529,7 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
         c->resume = 0;
         c->need = 0;
         c->consumed += fr.total;
-        s->st.frames_in++;
+        STAT_ADD(s, frames_in, 1);
         return 1;
     }
     if (rc == FS_FRAME_PARTIAL) {
@@ -1404,7 +1544,7 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
     if (rc == FS_FRAME_TOO_LARGE) {
         frame_too_large(s, c, FS_CLOSE_TOO_LARGE, fr.size);
     } else {
-        s->st.errors++;
+        STAT_ADD(s, errors, 1);
         begin_close(s, c, FS_CLOSE_MALFORMED, 0, 0);
     }
     return 0;
@@ -1462,9 +1602,10 @@ static inline void queued(fs_server *s, fs_conn *c)
 {
     if (!(c->flags & F_BP) && fs_buffer_len(&c->out) > s->cfg.high_water) {
         c->flags |= F_BP;
-        s->st.paused++;
+        STAT_ADD(s, paused, 1);
     }
     touch(s, c);
+    publish(c);
 }
 
 int fs_conn_write(fs_server *s, fs_conn *c, const void *data, size_t len)
@@ -1479,7 +1620,7 @@ int fs_conn_write(fs_server *s, fs_conn *c, const void *data, size_t len)
     if (buf_ensure(s, &c->out) != 0 || fs_buffer_append(&c->out, data, len) != 0)
         return -ENOMEM;
     if (!framed(s))
-        s->st.frames_out++; /* raw mode counts each write as a frame out */
+        STAT_ADD(s, frames_out, 1); /* raw mode counts each write as a frame out */
     queued(s, c);
     return 0;
 }
@@ -1527,7 +1668,7 @@ int fs_conn_send_frame(fs_server *s, fs_conn *c, const void *payload, size_t len
     if (tlen)
         memcpy(end + hlen + len, trailer, tlen);
     fs_buffer_commit(&c->out, total);
-    s->st.frames_out++;
+    STAT_ADD(s, frames_out, 1);
     queued(s, c);
     return 0;
 }
@@ -1557,6 +1698,7 @@ void fs_conn_pause(fs_server *s, fs_conn *c, int paused)
         if (fs_buffer_len(&c->in))
             ready_add(s, c);
     }
+    publish(c);
 }
 
 int fs_conn_paused(const fs_conn *c)
@@ -1601,7 +1743,12 @@ int fs_conn_closing(const fs_conn *c) { (void)c; return 1; }
 size_t fs_conn_pending(const fs_conn *c) { (void)c; return 0; }
 size_t fs_conn_buffered(const fs_conn *c) { (void)c; return 0; }
 const struct sockaddr *fs_conn_peer(const fs_conn *c, socklen_t *len) { (void)c; *len = 0; return NULL; }
-const struct sockaddr *fs_conn_sockname(fs_conn *c, socklen_t *len) { (void)c; *len = 0; return NULL; }
+const struct sockaddr *fs_conn_sockname(const fs_conn *c, socklen_t *len) { (void)c; *len = 0; return NULL; }
+int fs_conn_shared_fd(const fs_conn *c) { (void)c; return -1; }
+int fs_conn_shared_state(const fs_conn *c) { (void)c; return 1; }
+size_t fs_conn_shared_pending(const fs_conn *c) { (void)c; return 0; }
+void fs_server_stats_get(const fs_server *s, fs_server_stats *out) { (void)s; memset(out, 0, sizeof *out); }
+void fs_server_stats_add(fs_server *s, int which, uint64_t n) { (void)s; (void)which; (void)n; }
 int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **p, size_t *n) { (void)s; (void)c; (void)p; (void)n; return 0; }
 int fs_conn_raw_data(fs_server *s, fs_conn *c, const char **p, size_t *n) { (void)s; (void)c; (void)p; (void)n; return 0; }
 void fs_conn_raw_consume(fs_server *s, fs_conn *c, size_t n) { (void)s; (void)c; (void)n; }

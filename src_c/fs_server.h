@@ -26,8 +26,12 @@
  * fs_server_run_once/flush/free reads into, moves or frees a connection's input memory).
  *
  * Threads: every function is called from one thread (the loop's), except fs_server_wakeup,
- * which any thread may call at any time while the server exists. fs_server_run_once never
- * calls back into the caller.
+ * fs_server_stats_get and the fs_conn_shared_* readers, which any thread may call at any time
+ * while the server exists (the readers with a connection whose CLOSED event the loop's thread
+ * has not handled yet: the caller orders that, e.g. with a lock both threads hold), and
+ * fs_conn_peer / fs_conn_sockname, which read what accept filled in and nothing changes
+ * until the slot is reused (the same condition). fs_server_run_once never calls back into
+ * the caller.
  *
  * Error codes are negative errno values; nothing here prints or aborts (FS_ASSERT checks the
  * invariants in debug builds only, see fs_debug.h).
@@ -62,8 +66,11 @@ enum {
     FS_EV_CLOSED = 3,       /* conn: closed (fd closed); reason, err, size say why */
     FS_EV_WAKEUP = 4,       /* fs_server_wakeup was called */
     FS_EV_ACCEPT_ERROR = 5, /* err: accept() failed; size 1: transient (ECONNABORTED...: that
-                             * connection only), else every listener rests 100 ms (EMFILE...;
-                             * fs_server_accept_backoff changes how long) */
+                             * connection only; 16 in a row end the turn's accepting: the
+                             * caller may rest the listeners with fs_server_accept_backoff),
+                             * else every listener rests 100 ms (EMFILE...;
+                             * fs_server_accept_backoff changes how long). Failed accepts
+                             * count in a turn's budget of accepts like successful ones. */
     FS_EV_WATCH = 6,        /* listener: the slot of a watched fd that is readable */
 };
 
@@ -183,8 +190,15 @@ void fs_server_restart(fs_server *s);
  * fs_server_run_once reports them. */
 void fs_server_abort_all(fs_server *s);
 
-/* The counters; the caller may add to `errors`. */
+/* The counters (the loop's thread only; use fs_server_stats_add to add to them). */
 fs_server_stats *fs_server_get_stats(fs_server *s);
+
+/* A copy of the counters, from any thread. */
+void fs_server_stats_get(const fs_server *s, fs_server_stats *out);
+
+/* Add n to a counter the caller keeps too (the loop's thread). */
+enum { FS_STAT_FRAMES_IN = 1, FS_STAT_FRAMES_OUT = 2, FS_STAT_ERRORS = 3 };
+void fs_server_stats_add(fs_server *s, int which, uint64_t n);
 
 /* Replace the clock (CLOCK_MONOTONIC ns by default), for tests. */
 void fs_server_set_clock(fs_server *s, int64_t (*clock)(void *arg), void *arg);
@@ -213,10 +227,18 @@ size_t fs_conn_pending(const fs_conn *c);
 /* Bytes held in the read buffer. */
 size_t fs_conn_buffered(const fs_conn *c);
 
-/* The peer's address (from accept), and the local one (getsockname at the first call while
- * open; the listener's afterwards if never asked while open); *len 0 if unknown. */
+/* The peer's address and the local one, both as they were at accept (still known after the
+ * close, until the slot is reused); *len 0 if unknown. Any thread: see Threads above. */
 const struct sockaddr *fs_conn_peer(const fs_conn *c, socklen_t *len);
-const struct sockaddr *fs_conn_sockname(fs_conn *c, socklen_t *len);
+const struct sockaddr *fs_conn_sockname(const fs_conn *c, socklen_t *len);
+
+/* What other threads may read while the loop runs (see Threads above), as the loop's
+ * thread last published it (at once after each change it makes): the descriptor (-1 once
+ * closed), FS_CONN_* state bits, and the bytes queued and not sent. */
+enum { FS_CONN_CLOSING = 1, FS_CONN_PAUSED = 2, FS_CONN_BACKPRESSURE = 4 };
+int fs_conn_shared_fd(const fs_conn *c);
+int fs_conn_shared_state(const fs_conn *c);
+size_t fs_conn_shared_pending(const fs_conn *c);
 
 /* Framed mode: the next deliverable frame's payload, consumed from the buffer. Returns 1
  * (*payload, *len set; readable until the next fs_server_run_once) or 0: nothing

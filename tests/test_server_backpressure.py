@@ -205,3 +205,50 @@ def test_pause_part_way_through_a_read_in_every_framing(S, make, batch):
             wire = b"".join(framing.encode(b"<" + f + b">") for f in [b"d", b"pause", b"e"])
             assert recv_exact(c, len(wire)) == wire
     assert seen == [b"a", b"pause", b"b", b"c", b"d", b"pause", b"e"]
+
+
+@pytest.mark.parametrize("how", ["pause_reading", "backpressure"])
+def test_frames_held_by_a_pause_are_all_delivered_before_an_eof_already_waiting(S, how):
+    # Complete frames held while the connection is paused, and the peer's EOF waiting in the
+    # kernel when reading resumes: every held frame is delivered (and answered) before the
+    # close is reported, which is a clean one (not an IncompleteReadError).
+    rec = Recorder()
+    got = []
+    big = 8 << 20  # far above what the socket buffers hold: backpressure until the client reads
+    count = 20
+
+    def handler(conn, f):
+        got.append(f)
+        if f == b"hold":
+            if how == "pause_reading":
+                conn.pause_reading()
+                return b"ok"
+            return b"x" * big
+        return f
+
+    with serving(S, handler, framing=S.LengthPrefix(), high_water=64 * 1024, on_connect=rec.on_connect,
+                 on_close=rec.on_close) as (server, addr):
+        c = stdsocket.socket(stdsocket.AF_INET, stdsocket.SOCK_STREAM)
+        try:
+            c.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF, 4096)
+            c.settimeout(WAIT)
+            c.connect(addr)
+            # one read holds "hold" and the frames after it: those are held complete
+            c.sendall(frame(b"hold") + frames(*[b"%03d" % i for i in range(count)]))
+            if how == "pause_reading":
+                assert read_frame(c) == b"ok"
+            else:
+                wait_until(lambda: server.stats()["paused"] == 1, what="the backpressure")
+            c.shutdown(stdsocket.SHUT_WR)  # the EOF waits in the kernel behind nothing
+            time.sleep(0.2)  # let it arrive (not a timing assertion)
+            assert got == [b"hold"]
+            if how == "pause_reading":
+                rec.connected[0].resume_reading()  # from another thread
+            else:
+                assert recv_exact(c, 4 + big)[4:] == b"x" * big
+            assert read_frames(c, count) == [b"%03d" % i for i in range(count)]
+            wait_until(lambda: rec.closes(), what="the close")
+        finally:
+            c.close()
+    assert got == [b"hold"] + [b"%03d" % i for i in range(count)]
+    assert [exc for _, exc in rec.closes()] == [None]

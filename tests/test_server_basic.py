@@ -320,6 +320,31 @@ def test_raw_view_is_released_and_kept_slices_stay_intact(S):
         assert bytes(piece) == copy  # a slice that outlived the call: never reused memory
 
 
+def test_raw_view_kept_and_used_after_the_call_raises_value_error(S):
+    # Both backends: the handler's view (and so its .obj) is unusable after the call, with the
+    # same exception type, whether the bytes were a fresh read or held over.
+    kept = []
+
+    def handler(conn, data):
+        kept.append(data)
+        if len(data) < 8:
+            return 0  # held over: the next call sees held bytes
+        conn.write(b"k")
+        return len(data)
+
+    with serving(S, handler, read_size=4096) as (server, addr), connect(addr) as c:
+        for i in range(10):
+            c.sendall(b"%04d" % i)
+            wait_until(lambda n=i: len(kept) > n, what="a handler call")
+            if i % 2:
+                assert recv_exact(c, 1) == b"k"
+    for view in kept:
+        with pytest.raises(ValueError):
+            bytes(view)
+        with pytest.raises(ValueError):
+            memoryview(view.obj)
+
+
 def test_raw_views_of_held_bytes_kept_by_the_handler_stay_intact(S):
     """A view of bytes held over from earlier reads: a slice the handler keeps makes the
     server move to a new buffer instead of reusing (or trimming) the one the slice sees."""

@@ -171,3 +171,27 @@ def test_idle_connections_cost_less_than_2_kib_each(C):
         proc.kill()
         proc.wait()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_raw_data_obj_kept_after_the_call_refuses_new_exports(C):
+    # data.obj (the C window's exporter) kept by the handler: re-exporting it after the call
+    # raises ValueError, never reads the reused window (the next read, another connection's).
+    kept = []
+
+    def handler(conn, data):
+        kept.append(data.obj)
+        assert bytes(memoryview(data.obj)) == bytes(data)  # during the call: the same bytes
+        conn.write(b"k")
+        return len(data)
+
+    with serving(C, handler, read_size=4096) as (_, addr), connect(addr) as a, connect(addr) as b:
+        for i in range(10):
+            for c in (a, b):
+                c.sendall(b"%04d" % i)
+                assert recv_exact(c, 1) == b"k"
+    assert len(kept) >= 20
+    for obj in kept:
+        with pytest.raises(ValueError):
+            memoryview(obj)
+        with pytest.raises(ValueError):
+            bytes(obj)

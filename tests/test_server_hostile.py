@@ -311,3 +311,102 @@ def test_a_base_exception_ends_serve_forever_and_aborts_connections(S):
     assert server.stats()["running"] is False and server.stats()["listeners"] == 1
     run.error = None
     server.close()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("make", ["LengthPrefix", "Delimiter"])
+def test_a_reply_returned_after_the_handler_closed_is_refused_on_the_error_path(S, make, batch):
+    # Both backends: close() then a returned reply is BrokenPipeError on the error path
+    # (on_error / errors counted); the close stays a clean one and the reply is not sent.
+    rec = Recorder()
+    seen = []
+    framing = S.LengthPrefix() if make == "LengthPrefix" else S.Delimiter(b"\n")
+
+    def handler(conn, f):
+        conn.close()
+        return [b"late"] if batch else b"late"
+
+    def on_error(conn, exc):
+        seen.append(exc)
+
+    with serving(S, handler, framing=framing, batch=batch, on_error=on_error,
+                 on_close=rec.on_close) as (server, addr), connect(addr) as c:
+        c.sendall(frame(b"a") if make == "LengthPrefix" else b"a\n")
+        assert c.recv(100) == b""  # EOF, no reply before it
+        wait_until(lambda: rec.closes(), what="the close")
+        assert len(seen) == 1 and isinstance(seen[0], BrokenPipeError), seen
+        assert server.stats()["errors"] == 1 and server.stats()["frames_out"] == 0
+    assert [exc for _, exc in rec.closes()] == [None]
+
+
+def test_connections_kept_after_an_interrupted_abort_never_reach_the_next_run(S):
+    # on_close raises a BaseException while serve_forever aborts its connections: the
+    # Connection objects kept (whether their close was reported or not yet) act on nothing
+    # when the server serves again and new connections take their places (C: their slots).
+    rec = Recorder()
+    interrupted = []
+
+    def handler(conn, f):
+        if f == b"fatal":
+            raise Fatal()
+        return f
+
+    def on_close(conn, exc):
+        rec.on_close(conn, exc)
+        if not interrupted:
+            interrupted.append(conn)
+            raise Fatal()
+
+    server = S.Server(handler, framing=S.LengthPrefix(), on_connect=rec.on_connect, on_close=on_close)
+    addr = server.listen(LOCAL)
+    try:
+        run = Running(server)
+        olds = [connect(addr) for _ in range(4)]
+        try:
+            for s in olds:
+                s.sendall(frame(b"o"))
+                assert read_frame(s) == b"o"
+            olds[0].sendall(frame(b"fatal"))
+            run.thread.join(WAIT)
+            assert not run.thread.is_alive() and isinstance(run.error, Fatal)
+            run.error = None
+            stale = list(rec.connected)
+            assert len(stale) == 4
+            with Running(server) as again:
+                news = [connect(addr) for _ in range(4)]
+                try:
+                    for s in news:
+                        s.sendall(frame(b"n"))
+                        assert read_frame(s) == b"n"
+                    done = []
+
+                    def on_loop():
+                        for conn in stale:
+                            for call in (conn.send, conn.write):
+                                try:
+                                    call(b"stale")
+                                    done.append(("sent", conn))
+                                except BrokenPipeError:
+                                    pass
+                            conn.pause_reading()
+                            conn.close()
+                            conn.abort()
+                            done.append((conn.closed, conn.fileno(), conn.pending))
+                    server.call_soon_threadsafe(on_loop)
+                    wait_until(lambda: len(done) >= 4, what="the stale calls")
+                    assert done == [(True, -1, 0)] * 4, done
+                    for s in news:  # untouched: not paused, not closed, nothing foreign queued
+                        s.sendall(frame(b"still"))
+                        assert read_frame(s) == b"still"
+                    assert all(not conn.closed for conn in rec.connected[4:])
+                finally:
+                    for s in news:
+                        s.close()
+                wait_until(lambda: len(rec.closes()) == 8, what="every close")
+                again.stop()
+        finally:
+            for s in olds:
+                s.close()
+    finally:
+        server.close()
+    assert len({id(conn) for conn, _ in rec.closes()}) == 8  # each one reported once

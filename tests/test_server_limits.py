@@ -3,16 +3,22 @@
 
 from __future__ import annotations
 
+import gc
+import platform
 import selectors
 import signal
 import socket as stdsocket
+import sys
+import threading
 import time
+import weakref
 
 import pytest
 from serverutil import (
     WAIT,
     Child,
     Recorder,
+    Running,
     connect,
     echo,
     frame,
@@ -302,3 +308,200 @@ def test_emfile_keeps_serving_and_accepts_again_when_descriptors_free(S):
         assert len(logs) == 1, logs  # logged once, however often accept() failed
         assert "accept()" in logs[0] and "Too many open files" in logs[0]
         assert int(child.line("DONE").split()[1]) == len(clients)
+
+
+def test_closed_connections_are_not_held_until_their_timers_deadline(S):
+    # A long idle_timeout / frame_timeout: the timers of closed connections must not keep
+    # their Connection objects alive until the deadline (the pure backend's heaps).
+    count = 200
+    refs = []
+
+    def on_close(conn, exc):
+        refs.append(weakref.ref(conn))
+
+    with serving(S, echo, framing=S.LengthPrefix(), idle_timeout=1e4, frame_timeout=1e4,
+                 on_close=on_close) as (server, addr):
+        sent = 0
+        for i in range(count):
+            with connect(addr) as c:
+                c.sendall(frame(b"x"))
+                assert read_frame(c) == b"x"
+                sent += 5
+                if i % 2:
+                    c.sendall(frame(b"partial")[:5])  # a frame begun: its frame timer runs
+                    sent += 5
+                    wait_until(lambda: server.stats()["bytes_in"] >= sent, what="the partial frame")  # noqa: B023
+        wait_until(lambda: len(refs) == count, what="every close")
+        done = []
+        server.call_soon_threadsafe(lambda: done.append(gc.collect()))  # on the loop, between turns
+        wait_until(lambda: done, what="the collection")
+        alive = sum(ref() is not None for ref in refs)
+        assert alive <= count // 2, f"{alive} of {count} closed Connection objects are still alive"
+
+
+def test_huge_timeouts_and_grace_mean_never_and_do_not_overflow(S):
+    # idle_timeout / frame_timeout / stop(grace) far past what int64 nanoseconds hold (or
+    # inf): saturated to "never", not wrapped into the past (which closed everything at once).
+    timeout = 1e11
+    rec = Recorder()
+    server = S.Server(echo, framing=S.LengthPrefix(), idle_timeout=timeout, frame_timeout=timeout,
+                      on_close=rec.on_close)
+    addr = server.listen(("127.0.0.1", 0))
+    try:
+        with Running(server) as running, connect(addr) as c, connect(addr) as partial:
+            c.sendall(frame(b"a"))
+            assert read_frame(c) == b"a"
+            partial.sendall(frame(b"begun")[:6])  # the frame clock runs
+            time.sleep(0.3)  # some turns of the loop: nothing may time out (not a timing assertion)
+            c.sendall(frame(b"b"))
+            assert read_frame(c) == b"b"
+            assert rec.closes() == [] and server.stats()["timeouts"] == 0
+            server.stop(1e10)
+            server.stop(float("inf"))
+            assert is_eof(c)  # the half-close of a graceful stop, not an abort
+            time.sleep(0.2)
+            assert rec.closes() == []  # waits for the peers' EOF, as long as it takes
+            c.close()
+            partial.close()
+            running.join()
+        assert server.stats()["timeouts"] == 0
+        assert len(rec.closes()) == 2
+    finally:
+        server.close()
+
+
+def test_a_reply_after_a_slow_handler_restarts_the_idle_clock_when_it_leaves(S):
+    # The handler takes longer than idle_timeout: its reply leaves after it, and the idle
+    # clock restarts then (not at the read), so the connection is not timed out at once.
+    rec = Recorder()
+
+    def handler(conn, f):
+        if f == b"slow":
+            time.sleep(1.5)
+        return f
+
+    with serving(S, handler, framing=S.LengthPrefix(), idle_timeout=1.0, on_close=rec.on_close) as (server, addr), \
+            connect(addr) as c:
+        c.sendall(frame(b"slow"))
+        assert read_frame(c) == b"slow"
+        c.sendall(frame(b"right after"))
+        assert read_frame(c) == b"right after"
+        assert rec.closes() == [] and server.stats()["timeouts"] == 0
+        assert is_eof(c)  # and it does time out, idle_timeout after its last byte
+        wait_until(lambda: rec.closes(), what="the idle close")
+    assert isinstance(rec.closes()[0][1], S.IdleTimeout)
+
+
+@pytest.mark.parametrize("size", [4097, 10 * 1024])
+def test_read_size_1_still_takes_frames_larger_than_a_buffer_block(S, size):
+    # read_size=1: a partial frame held must still let the buffer grow (C: half of a 1-byte
+    # read was 0, so a frame past the first 4 KiB block was refused as too large).
+    rec = Recorder()
+    payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    with serving(S, echo, framing=S.LengthPrefix(), read_size=1, on_close=rec.on_close) as (server, addr), \
+            connect(addr) as c:
+        c.sendall(frame(payload))
+        assert read_frame(c) == payload
+        c.sendall(frame(b"next"))
+        assert read_frame(c) == b"next"
+        assert rec.closes() == [] and server.stats()["errors"] == 0
+
+
+# ---- transient accept() errors, every time: a policy denying accept (EPERM) ------------
+
+DENY_ACCEPT_SERVER = """
+    import ctypes, errno, struct, sys, time
+    import fastsock
+
+    def deny_accept():
+        # A seccomp filter on this thread (the loop's): accept4()/accept() fail with EPERM, as
+        # a security policy makes them (transient for the server: skip that connection).
+        libc = ctypes.CDLL(None, use_errno=True)
+        def op(code, k, jt=0, jf=0):
+            return struct.pack("HBBI", code, jt, jf, k)
+        ld, jeq, ret, allow = 0x20, 0x15, 0x06, 0x7FFF0000
+        prog = b"".join([op(ld, 4), op(jeq, 0xC000003E, 1, 0), op(ret, allow),  # x86_64 only
+                         op(ld, 0), op(jeq, 288, 1, 0), op(jeq, 43, 0, 1),  # accept4, accept
+                         op(ret, 0x00050000 | errno.EPERM), op(ret, allow)])
+        buf = ctypes.create_string_buffer(prog)
+        class Prog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+        fprog = Prog(len(prog) // 8, ctypes.addressof(buf))
+        if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "seccomp")
+
+    def handler(conn, f):
+        if f == b"deny":
+            deny_accept()
+        if f in (b"deny", b"cpu"):
+            return b"%.6f" % time.process_time()
+        return f
+
+    server = fastsock.Server(handler, framing=fastsock.LengthPrefix(4), backlog=512)
+    addr = server.listen(("127.0.0.1", 0))
+    print("PORT", addr[1], flush=True)
+    server.serve_forever()
+    print("DONE", server.stats()["accepted"], flush=True)
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or sys.platform != "linux", reason="an x86_64 seccomp filter")
+def test_accept_failing_every_time_is_neither_a_spin_nor_an_overflow(S):
+    # Every accept() fails with a transient error (EPERM from a policy) while the backlog
+    # stays full: the loop keeps serving, its events stay bounded (the compiled loop
+    # counted no failed accept in its budget: past its events array, forever), and it rests
+    # between runs of failures instead of spinning on the always-readable listener.
+    with Child(S, DENY_ACCEPT_SERVER) as child:
+        port = int(child.line("PORT").split()[1])
+        with connect(("127.0.0.1", port), timeout=10.0) as c:
+            c.sendall(frame(b"deny"))
+            float(read_frame(c))
+            waiting = [connect(("127.0.0.1", port), timeout=10.0) for _ in range(40)]  # in the backlog
+            try:
+                time.sleep(0.2)
+                c.sendall(frame(b"cpu"))
+                start, t0 = float(read_frame(c)), time.monotonic()
+                for i in range(20):  # still served while accept() keeps failing
+                    c.sendall(frame(b"%d" % i))
+                    assert read_frame(c) == b"%d" % i
+                    time.sleep(0.05)
+                c.sendall(frame(b"cpu"))
+                cpu, wall = float(read_frame(c)) - start, time.monotonic() - t0
+                assert cpu < 0.5 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s: spinning on accept()"
+            finally:
+                for s in waiting:
+                    s.close()
+        child.signal(signal.SIGTERM)
+        assert child.wait() == 0, child.stderr()
+        assert child.line("DONE").split()[1] == "1"
+
+
+def test_a_slow_handler_does_not_time_out_the_replies_of_its_batch(S):
+    # Two connections ready in the same turn, the first one's handler slower than
+    # idle_timeout: the second one's reply leaves after it and restarts its idle clock then
+    # (a clock read before the batch timed it out at once, dropping its reply).
+    rec = Recorder()
+    gate = threading.Event()
+
+    def handler(conn, f):
+        if f == b"gate":
+            gate.wait(WAIT)  # the loop waits here while both next frames arrive
+        elif f == b"slow":
+            time.sleep(1.5)
+        return f
+
+    with serving(S, handler, framing=S.LengthPrefix(), idle_timeout=1.0, on_close=rec.on_close) as (server, addr), \
+            connect(addr) as a, connect(addr) as b, connect(addr) as g:
+        g.sendall(frame(b"gate"))
+        time.sleep(0.2)  # the loop is in the gate's handler (not a timing assertion)
+        a.sendall(frame(b"slow"))
+        b.sendall(frame(b"quick"))
+        time.sleep(0.2)
+        gate.set()
+        assert read_frame(g) == b"gate"
+        assert read_frame(a) == b"slow"
+        assert read_frame(b) == b"quick"
+        b.sendall(frame(b"again"))
+        assert read_frame(b) == b"again"
+        a.sendall(frame(b"again"))
+        assert read_frame(a) == b"again"

@@ -300,3 +300,27 @@ def test_stop_closes_an_unread_half_closed_peer_after_its_eof(S):
         wait_until(lambda: not server.stats()["running"], what="the loop to end")
         c.close()
     assert rec.closes()[0][1] is None
+
+
+def test_send_and_write_from_another_thread_after_the_stop_half_closed_raise(S):
+    # A stop's half-close makes the connection closed for send/write/closed on every thread,
+    # as the compiled backend has it: a reply could never reach the peer.
+    rec = Recorder()
+    server = S.Server(lambda conn, f: f, framing=S.LengthPrefix(), on_connect=rec.on_connect,
+                      on_close=rec.on_close)
+    addr = server.listen(LOCAL)
+    with Running(server) as running, connect(addr) as c:
+        c.sendall(frame(b"a"))
+        assert read_frame(c) == b"a"
+        conn = rec.connected[0]
+        server.stop(WAIT)
+        assert c.recv(100) == b""  # the half-close: our side is still open
+        wait_until(lambda: conn.closed, what="closed after the half-close")
+        with pytest.raises(BrokenPipeError):
+            conn.send(b"late")
+        with pytest.raises(BrokenPipeError):
+            conn.write(b"late")
+        assert "closing" in repr(conn)
+        c.close()
+        running.join()
+    assert [exc for _, exc in rec.closes()] == [None]

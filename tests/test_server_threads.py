@@ -234,3 +234,57 @@ def test_listen_address_reported_before_the_loop_registers_it(S):
                 c.sendall(frame(b"n"))
                 assert read_frame(c) == b"n"
     server.close()
+
+
+def test_connection_state_read_from_another_thread_while_traffic_flows(S):
+    # pending / fileno / closed / repr / peer / sockname from a thread that is not the loop's,
+    # while connections come, talk and go (C slots reused under kept objects): sane values.
+    rec = Recorder()
+    with serving(S, lambda conn, f: f * 64, framing=S.LengthPrefix(), on_connect=rec.on_connect,
+                 on_close=rec.on_close) as (server, addr):
+        stop = threading.Event()
+        problems = []
+        reads = [0]
+
+        def watch():
+            deadline = time.monotonic() + WAIT
+            while not stop.is_set() and time.monotonic() < deadline:
+                with rec.lock:
+                    conns = list(rec.connected)
+                    closed = {id(conn) for conn, _ in rec.closed}
+                for conn in conns:
+                    was_closed = id(conn) in closed
+                    pending, fd, is_closed, text = conn.pending, conn.fileno(), conn.closed, repr(conn)
+                    peer, sockname = conn.peer, conn.sockname
+                    reads[0] += 1
+                    if not (isinstance(pending, int) and 0 <= pending <= 64 * 1024 * 1024):
+                        problems.append(("pending", pending))
+                    if not (isinstance(fd, int) and fd >= -1):
+                        problems.append(("fileno", fd))
+                    if was_closed and (fd != -1 or not is_closed or pending != 0):
+                        problems.append(("closed", fd, is_closed, pending))
+                    if not text.startswith("<fastsock.Connection peer="):
+                        problems.append(("repr", text))
+                    if peer[0] != "127.0.0.1" or tuple(sockname[:2]) != tuple(addr[:2]):
+                        problems.append(("addresses", peer, sockname))
+                time.sleep(0.0005)
+
+        w = threading.Thread(target=watch)
+        w.start()
+        try:
+            for round_ in range(30):
+                socks = [connect(addr) for _ in range(3)]
+                try:
+                    for s in socks:
+                        s.sendall(frames(*[b"%02d" % round_] * 20))
+                    for s in socks:
+                        assert read_frames(s, 20) == [b"%02d" % round_ * 64] * 20
+                finally:
+                    for s in socks:
+                        s.close()
+            wait_until(lambda: len(rec.closes()) == 90, what="every close")
+        finally:
+            stop.set()
+            w.join(WAIT)
+        assert not w.is_alive() and reads[0] > 0
+        assert not problems, problems[:5]

@@ -208,3 +208,33 @@ def test_workers_stopped_before_serving_fork_nothing(S):
     with Child(S, code) as child:
         assert child.wait() == 0
         assert child.line("DONE").split()[1:] == ["0", "1"]
+
+
+def test_one_ctrl_c_to_the_process_group_stops_gracefully_and_a_second_aborts(S):
+    # A terminal's Ctrl-C reaches the supervisor and every worker at once: the stop the
+    # supervisor forwards can reach a worker before (or after) the worker's own SIGINT, and
+    # that must be one graceful stop, not an abort; only a second Ctrl-C aborts.
+    with Child(S, WORKERS_SERVER, "2", "tcp") as child:
+        address, _, _ = _address(child)
+        conns = []
+        try:
+            _collect(address, lambda pids: len(pids) == 2, conns, per_pid=1)
+            # the group's SIGINT, in the order that was an abort: the supervisor's forwarded
+            # stop first, each worker's own SIGINT after it
+            child.signal(signal.SIGINT)
+            for sock, _ in conns:
+                assert is_eof(sock)  # the graceful stop's half-close: the worker waits for our EOF
+            for _, pid in conns:
+                os.kill(pid, signal.SIGINT)
+            time.sleep(0.5)
+            with pytest.raises(AssertionError):
+                child.wait(timeout=1.0)  # still in the grace period: not aborted
+            assert all(not pid_gone(pid) for _, pid in conns)
+            os.killpg(child.proc.pid, signal.SIGINT)  # the second Ctrl-C
+            assert child.wait() == 0
+            assert child.line("DONE").split()[1:] == ["False", "0"]
+            for _, pid in conns:
+                wait_until(lambda p=pid: pid_gone(p), what=f"worker {pid} reaped")
+        finally:
+            for sock, _ in conns:
+                sock.close()

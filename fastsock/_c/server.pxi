@@ -17,7 +17,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
 from libc.errno cimport EPIPE, ENOBUFS, ENOMEM, EMSGSIZE, EINVAL
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t, INT64_MAX
 from libc.stdlib cimport free
 from libc.string cimport strerror
 
@@ -86,6 +86,17 @@ cdef int _WATCH_CALLS = 0, _WATCH_SIGNALS = 1
 cdef object _CONN_TOKEN = object()  # only the Server can make a Connection (not even via __new__)
 
 
+cdef inline int64_t _ns(double seconds):
+    """Seconds (maybe inf, or past int64's nanoseconds) as int64 nanoseconds: 0 for what is
+    not > 0, INT64_MAX ("never": the C loop saturates its deadlines there) from 2**63 ns on,
+    so that no float-to-int conversion overflows."""
+    if not seconds > 0:
+        return 0
+    if seconds >= 9.2e9:  # INT64_MAX ns is 9.223e9 s
+        return INT64_MAX
+    return <int64_t>(seconds * _NS)
+
+
 cdef object _sockaddr_py(const sockaddr *sa, socklen_t length):
     """A C socket address as the socket module gives it (getpeername/getsockname)."""
     cdef char host[128]
@@ -125,10 +136,13 @@ cdef class _RawView:
     cdef Py_ssize_t length
     cdef Py_ssize_t exports
     cdef char *owned
+    cdef bint live  # in the handler call, or owning its memory: new exports allowed
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         if flags & PyBUF_WRITABLE:
             raise BufferError("a raw-mode handler's data is read-only")
+        if not self.live:  # data.obj kept after the call: its window is gone
+            raise ValueError("a raw-mode handler's data cannot be used after the handler returned")
         PyBuffer_FillInfo(view, self, <void *>self.buf, self.length, 1, flags)
         self.exports += 1
 
@@ -155,7 +169,12 @@ cdef class Connection:
     `fastsock.server`.
 
     Attributes: `peer`, `sockname` (as getpeername()/getsockname() at accept; AF_UNIX peers
-    are usually ''), `data` (free for the application; None at first), `server`."""
+    are usually ''), `data` (free for the application; None at first), `server`.
+
+    Threads: on the loop thread every method works on the C connection, after checking that
+    the C slot is still this connection's (`_live`); from other threads, while the loop
+    runs without the GIL, only what the C loop publishes for them is read (fd, state bits,
+    pending; the addresses, fixed at accept), and everything else is queued to the loop."""
 
     cdef Server _server
     cdef fs_conn *_c        # NULL once its close was reported (the slot may be reused)
@@ -174,8 +193,22 @@ cdef class Connection:
     cdef inline bint _on_loop(self):
         return PyThread_get_thread_ident() == self._server._loop_ident
 
+    cdef inline fs_conn *_live(self):
+        """The C connection (loop thread only), or NULL once closed and reported, or if its
+        slot is another connection's now: a stale object never reaches a reused slot."""
+        cdef fs_conn *c = self._c
+        if c != NULL and fs_server_conn(self._server._srv, self._id) != c:
+            return NULL
+        return c
+
     cdef inline bint _gone(self):
-        return self._c == NULL or fs_conn_closing(self._c)
+        """Closed or closing (loop thread)."""
+        cdef fs_conn *c = self._live()
+        return c == NULL or fs_conn_closing(c)
+
+    cdef inline bint _gone_shared(self):
+        """Closed or closing, from any thread: what the loop published."""
+        return self._c == NULL or (fs_conn_shared_state(self._c) & FS_CONN_CLOSING) != 0
 
     cdef int _keep_addresses(self) except -1:
         """Convert both addresses now, while the C slot still holds them."""
@@ -196,13 +229,15 @@ cdef class Connection:
         """Frame `payload` (any bytes-like object, copied before this returns) with the
         server's framing and queue it; it leaves with the other replies of this turn.
         RuntimeError in raw mode (use write); BrokenPipeError if the connection is closed or
-        closing; BufferError (nothing queued) past the server's write_limit; FrameTooLarge /
-        FramingError / TypeError for a payload the framing refuses."""
+        closing (close() was called, or the server half-closed it in a stop: a reply a
+        handler returns after close() takes the error path the same way); BufferError
+        (nothing queued) past the server's write_limit; FrameTooLarge / FramingError /
+        TypeError for a payload the framing refuses."""
         cdef Server server = self._server
         if server._mode == _MODE_RAW:
             raise RuntimeError("send() frames its payload, and this server has no framing (raw mode): use write()")
         if not self._on_loop():
-            if self._xclosed or self._gone():
+            if self._xclosed or self._gone_shared():
                 raise _sb.closed_error()
             server._calls.put(server._apply_write, (self, server._framed_bytes(payload), 1))
             return
@@ -213,12 +248,13 @@ cdef class Connection:
     def write(self, data):
         """Queue raw bytes (any bytes-like object, copied before this returns), unframed;
         they leave with the other replies of this turn. BrokenPipeError if the connection is
-        closed or closing; BufferError (nothing queued) past the server's write_limit."""
+        closed or closing (as for send); BufferError (nothing queued) past the server's
+        write_limit."""
         cdef Server server = self._server
         cdef Py_buffer view
         cdef int rc
         if not self._on_loop():
-            if self._xclosed or self._gone():
+            if self._xclosed or self._gone_shared():
                 raise _sb.closed_error()
             server._calls.put(server._apply_write, (self, _bytes_of(data, "write() data"), 0))
             return
@@ -243,44 +279,52 @@ cdef class Connection:
         """Flush what is queued, then close (idempotent); on_close(conn, None) follows. The
         connection delivers no more frames from now on."""
         cdef Server server = self._server
+        cdef fs_conn *c
         if not self._on_loop():
             if not self._xclosed and self._c != NULL:
                 self._xclosed = True
                 server._calls.put(server._apply_close, (self, False))
             return
-        if self._c != NULL:
-            fs_conn_close(server._srv, self._c)
+        c = self._live()
+        if c != NULL:
+            fs_conn_close(server._srv, c)
 
     def abort(self):
         """Close now, dropping queued output (idempotent); on_close(conn, None) follows."""
         cdef Server server = self._server
+        cdef fs_conn *c
         if not self._on_loop():
             if self._c != NULL:
                 self._xclosed = True
                 server._calls.put(server._apply_close, (self, True))
             return
-        if self._c != NULL:
-            fs_conn_abort(server._srv, self._c)
+        c = self._live()
+        if c != NULL:
+            fs_conn_abort(server._srv, c)
 
     def pause_reading(self):
         """Deliver no more frames and stop reading the socket until resume_reading(): frames
         already buffered are held, not dropped. Independent of backpressure pausing."""
         cdef Server server = self._server
+        cdef fs_conn *c
         if not self._on_loop():
             server._calls.put(server._apply_pause, (self, True))
             return
-        if self._c != NULL:
-            fs_conn_pause(server._srv, self._c, 1)
+        c = self._live()
+        if c != NULL:
+            fs_conn_pause(server._srv, c, 1)
 
     def resume_reading(self):
         """Undo pause_reading(): frames held meanwhile are delivered at the loop's next turn,
         even if no new byte arrives."""
         cdef Server server = self._server
+        cdef fs_conn *c
         if not self._on_loop():
             server._calls.put(server._apply_pause, (self, False))
             return
-        if self._c != NULL:
-            fs_conn_pause(server._srv, self._c, 0)
+        c = self._live()
+        if c != NULL:
+            fs_conn_pause(server._srv, c, 0)
 
     # -- state ------------------------------------------------------------------------
 
@@ -294,17 +338,17 @@ cdef class Connection:
         """The peer's address, as getpeername() gave it at accept."""
         cdef socklen_t length = 0
         cdef const sockaddr *sa
-        if self._peer is None and self._c != NULL:
+        if self._peer is None and self._c != NULL:  # filled at accept, unchanged since: any thread
             sa = fs_conn_peer(self._c, &length)
             self._peer = _sockaddr_py(sa, length)
         return self._peer
 
     @property
     def sockname(self):
-        """The local address of the connection, as getsockname() gives it."""
+        """The local address of the connection, as getsockname() gave it at accept."""
         cdef socklen_t length = 0
         cdef const sockaddr *sa
-        if self._sockname is None and self._c != NULL:
+        if self._sockname is None and self._c != NULL:  # filled at accept, unchanged since: any thread
             sa = fs_conn_sockname(self._c, &length)
             self._sockname = _sockaddr_py(sa, length)
         return self._sockname
@@ -312,28 +356,52 @@ cdef class Connection:
     @property
     def pending(self):
         """Bytes queued and not sent yet (0 once closed)."""
-        return 0 if self._c == NULL else fs_conn_pending(self._c)
+        cdef fs_conn *c
+        if not self._on_loop():
+            return 0 if self._c == NULL else fs_conn_shared_pending(self._c)
+        c = self._live()
+        return 0 if c == NULL else fs_conn_pending(c)
 
     @property
     def closed(self):
-        """True once closed, or closing (close() or abort() called, from any thread)."""
-        return self._gone() or self._xclosed
+        """True once closed, or closing (close() or abort() called, from any thread; or
+        half-closed by a stop)."""
+        if not self._on_loop():
+            return self._xclosed or self._gone_shared()
+        return self._xclosed or self._gone()
 
     def fileno(self):
         """The connection's descriptor (-1 once closed)."""
-        return -1 if self._c == NULL else fs_conn_fd(self._c)
+        cdef fs_conn *c
+        if not self._on_loop():
+            return -1 if self._c == NULL else fs_conn_shared_fd(self._c)
+        c = self._live()
+        return -1 if c == NULL else fs_conn_fd(c)
 
     def __repr__(self):
-        cdef int fd = -1 if self._c == NULL else fs_conn_fd(self._c)
+        cdef int state = FS_CONN_CLOSING
+        cdef int fd = -1
+        cdef size_t pending = 0
+        cdef fs_conn *c = self._c
+        if c != NULL and not self._on_loop():  # what the loop published
+            fd = fs_conn_shared_fd(c)
+            state = fs_conn_shared_state(c)
+            pending = fs_conn_shared_pending(c)
+        elif c != NULL:
+            c = self._live()
+            if c != NULL:
+                fd = fs_conn_fd(c)
+                state = (FS_CONN_CLOSING if fs_conn_closing(c) else 0) | (FS_CONN_PAUSED if fs_conn_paused(c) else 0)
+                pending = fs_conn_pending(c)
         if fd < 0:
-            state = "closed"
-        elif self.closed:
-            state = "closing"
-        elif fs_conn_paused(self._c):
-            state = "paused"
+            label = "closed"
+        elif self._xclosed or state & FS_CONN_CLOSING:
+            label = "closing"
+        elif state & (FS_CONN_PAUSED | FS_CONN_BACKPRESSURE):
+            label = "paused"
         else:
-            state = "open"
-        return f"<fastsock.Connection peer={self.peer!r} fd={fd} {state} pending={self.pending}>"
+            label = "open"
+        return f"<fastsock.Connection peer={self.peer!r} fd={fd} {label} pending={pending}>"
 
 
 cdef int _get_buffer(object obj, Py_buffer *view, str what) except -1:
@@ -449,8 +517,8 @@ cdef class Server:
         self._cfg.low_water = o.low_water
         self._cfg.write_limit = o.write_limit
         self._cfg.max_connections = o.max_connections
-        self._cfg.idle_timeout_ns = 0 if o.idle_timeout is None else <int64_t>(o.idle_timeout * _NS)
-        self._cfg.frame_timeout_ns = 0 if o.frame_timeout is None else <int64_t>(o.frame_timeout * _NS)
+        self._cfg.idle_timeout_ns = 0 if o.idle_timeout is None else _ns(o.idle_timeout)
+        self._cfg.frame_timeout_ns = 0 if o.frame_timeout is None else _ns(o.frame_timeout)
         self._new_loop()
         self._calls = _sb.CallQueue()
         self._state_lock = _threading.Lock()
@@ -560,7 +628,7 @@ cdef class Server:
         cdef fs_server_stats st
         if self._srv == NULL:
             raise RuntimeError("the Server is not initialized")
-        st = fs_server_get_stats(self._srv)[0]
+        fs_server_stats_get(self._srv, &st)  # race-free while the loop runs without the GIL
         listeners = len(self._plan) if self._plan is not None else len(self._listeners)
         return {
             "connections": st.connections,
@@ -608,14 +676,16 @@ cdef class Server:
         self.close()
 
     def __repr__(self):
+        cdef fs_server_stats st
         if self._srv == NULL:
             return "<fastsock.Server (not initialized)>"
+        fs_server_stats_get(self._srv, &st)
         if self._framing is not None:
             mode = f"framing={self._framing!r}{' batch' if self._mode == _MODE_BATCH else ''}"
         else:
             mode = "raw"
         state = "running" if self._running else ("closed" if self._closed else "idle")
-        return (f"<fastsock.Server {mode} {state} connections={fs_server_get_stats(self._srv).connections} "
+        return (f"<fastsock.Server {mode} {state} connections={st.connections} "
                 f"addresses={self.addresses!r}>")
 
     # -- listeners ----------------------------------------------------------------------
@@ -710,40 +780,42 @@ cdef class Server:
         if conn._gone():
             _LOGGER.warning("a reply sent from another thread to %r was dropped: the connection is closed", conn)
             return
-        rc = fs_conn_write(self._srv, conn._c, PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+        rc = fs_conn_write(self._srv, conn._live(), PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
         if rc == -ENOBUFS:
             _LOGGER.error("a reply sent from another thread to %r was dropped: it would exceed the connection's "
                           "write_limit of %d bytes", conn, self._cfg.write_limit)
         elif rc:
             self._raise_queue_error(rc, len(data))
         elif frame and self._mode != _MODE_RAW:
-            fs_server_get_stats(self._srv).frames_out += 1
+            fs_server_stats_add(self._srv, FS_STAT_FRAMES_OUT, 1)
 
     def _apply_close(self, Connection conn, bint abort):
-        if conn._c == NULL:
+        cdef fs_conn *c = conn._live()
+        if c == NULL:
             return
         if abort:
-            fs_conn_abort(self._srv, conn._c)
+            fs_conn_abort(self._srv, c)
         else:
-            fs_conn_close(self._srv, conn._c)
+            fs_conn_close(self._srv, c)
 
     def _apply_pause(self, Connection conn, bint pause):
-        if conn._c != NULL:
-            fs_conn_pause(self._srv, conn._c, pause)
+        cdef fs_conn *c = conn._live()
+        if c != NULL:
+            fs_conn_pause(self._srv, c, pause)
 
     # -- errors and closing -------------------------------------------------------------
 
     cdef int _close_with(self, Connection conn, object exc) except -1:
         """Flush, then close, reporting `exc` to on_close (unless it is closing already: the
         first reason wins)."""
-        if conn._c == NULL or fs_conn_closing(conn._c):
+        if conn._gone():
             return 0
         conn._exc = exc
         fs_conn_close(self._srv, conn._c)
         return 0
 
     cdef int _handler_error(self, Connection conn, object exc) except -1:
-        fs_server_get_stats(self._srv).errors += 1
+        fs_server_stats_add(self._srv, FS_STAT_ERRORS, 1)
         on_error = self._on_error
         if on_error is not None:
             try:
@@ -837,9 +909,9 @@ cdef class Server:
     cdef int _on_accept_error(self, const fs_server_event *ev) except -1:
         exc = OSError(ev.err, strerror(ev.err).decode("utf-8", "replace"))
         delay = self._accept_errors.failed(exc, self._listener_at(ev.listener))
-        if ev.size == 0:  # the C loop paused accepting: for as long as the policy says
-            self._accept_failed = True
-            fs_server_accept_backoff(self._srv, <int64_t>((delay or _sb.ACCEPT_BACKOFF_MIN) * _NS))
+        self._accept_failed = True  # the next accept resets the policy's count
+        if ev.size == 0 or delay:  # the C loop paused accepting, or a run of transient errors
+            fs_server_accept_backoff(self._srv, _ns(delay or _sb.ACCEPT_BACKOFF_MIN))
         return 0
 
     cdef int _deliver_frames(self, Connection conn, fs_conn *c) except -1:
@@ -892,8 +964,9 @@ cdef class Server:
             view = self._view
             view.buf = p
             view.length = <Py_ssize_t>n
+            view.live = True
             data = PyMemoryView_FromObject(view)
-            fs_server_get_stats(srv).frames_in += 1
+            fs_server_stats_add(srv, FS_STAT_FRAMES_IN, 1)
             error = None
             used = 0
             try:
@@ -919,6 +992,12 @@ cdef class Server:
                     block = fs_conn_raw_detach(srv, c)
                     view.owned = block
                     self._view = _RawView.__new__(_RawView)
+                else:  # no export left: none may see this window again (its memory is reused)
+                    view.live = False
+                    view.buf = NULL
+                    view.length = 0
+                    if Py_REFCNT(view) > 2:  # data.obj kept (ours: `view`, self._view): a new one
+                        self._view = _RawView.__new__(_RawView)
             if error is not None:
                 self._handler_error(conn, error)
                 return 0
@@ -950,6 +1029,14 @@ cdef class Server:
         cdef int n
         cdef const fs_server_event *ev
         cdef bint calls = False, signals = False
+        # A batch whose handling an exception ended (a KeyboardInterrupt in a handler or a
+        # hook): its CLOSED reports come first, as the next run_once frees their slots.
+        while self._ev_i < self._ev_n:
+            ev = &self._evs[self._ev_i]
+            self._ev_i += 1
+            if ev.type == FS_EV_CLOSED:
+                self._on_closed(ev, None)
+        self._ev_n = 0
         with nogil:
             n = fs_server_run_once(self._srv, timeout_ms)
         if n < 0:
@@ -1029,7 +1116,7 @@ cdef class Server:
         self._stopping = True
         self._close_listeners()
         self._c_deadline = self._stop_deadline
-        fs_server_stop(self._srv, <int64_t>(max(0.0, self._stop_deadline - _monotonic()) * _NS))
+        fs_server_stop(self._srv, _ns(self._stop_deadline - _monotonic()))
         return 0
 
     cdef int _loop(self) except -1:
@@ -1039,14 +1126,13 @@ cdef class Server:
                     self._begin_stop()
                 elif self._stop_deadline < self._c_deadline:  # stop() again, with less grace
                     self._c_deadline = self._stop_deadline
-                    fs_server_stop(self._srv, <int64_t>(max(0.0, self._stop_deadline - _monotonic()) * _NS))
+                    fs_server_stop(self._srv, _ns(self._stop_deadline - _monotonic()))
                 if fs_server_stopped(self._srv):
                     return 0
             self._turn(-1)
 
     def _serve(self):
-        handlers = _sb.SignalHandlers(stop=self.stop, abort=lambda: self.stop(0.0),
-                                      stopping=lambda: self._stop_requested)
+        handlers = _sb.SignalHandlers(stop=self.stop, abort=lambda: self.stop(0.0))
         normal = False
         self._loop_ident = PyThread_get_thread_ident()
         try:

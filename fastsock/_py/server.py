@@ -70,6 +70,12 @@ _HALF_CLOSED = 3  # SHUT_WR done; reads and discards until the peer's EOF
 _DRAIN_READS = 64
 #: A turn accepts at most this many connections per listener (the others wait a turn).
 _ACCEPT_BATCH = 64
+#: The longest single wait of the loop, in seconds (a later deadline is waited for in steps).
+_MAX_WAIT = 3600.0
+#: A timer heap is rebuilt without the entries of closed connections once there are more
+#: than this many of them and they are at least half of it (amortized O(1) per close), so
+#: that a closed Connection is not held until its deadline (idle_timeout may be hours).
+_COMPACT_MIN = 64
 
 Bytes = Union[bytes, bytearray, memoryview]
 #: What a scanner returns: (frames, end of the last frame, need, resume, error); see _scanner_for.
@@ -297,26 +303,29 @@ class Connection:
         """Frame `payload` (any bytes-like object, copied before this returns) with the
         server's framing and queue it; it leaves with the other replies of this turn.
         RuntimeError in raw mode (use write); BrokenPipeError if the connection is closed or
-        closing; BufferError (nothing queued) past the server's write_limit; FrameTooLarge /
-        FramingError / TypeError for a payload the framing refuses."""
+        closing (close() was called, or the server half-closed it in a stop: a reply a
+        handler returns after close() takes the error path the same way); BufferError
+        (nothing queued) past the server's write_limit; FrameTooLarge / FramingError /
+        TypeError for a payload the framing refuses."""
         server = self.server
         if server._encode is None:
             raise RuntimeError("send() frames its payload, and this server has no framing (raw mode): use write()")
         if get_ident() != server._loop_ident:
-            if self._xclosed or self._hold & _CLOSING or self._fd < 0:
+            if self._xclosed or self._hold & _CLOSING or self._fd < 0 or self._stop == _HALF_CLOSED:
                 raise _sb.closed_error()
             data, header, trailer = server._encode(payload)
             server._calls.put(server._apply_write, (self, b"".join((header, data, trailer)), 1))
             return
-        if self._hold & _CLOSING:
+        if self._hold & _CLOSING or self._stop == _HALF_CLOSED:
             raise _sb.closed_error()
         server._reply(self, payload)
 
     def write(self, data: Any) -> None:
         """Queue raw bytes (any bytes-like object, copied before this returns), unframed;
         they leave with the other replies of this turn. BrokenPipeError if the connection is
-        closed or closing; BufferError (nothing queued) past the server's write_limit."""
-        if get_ident() != self._loop or self._hold:
+        closed or closing (as for send); BufferError (nothing queued) past the server's
+        write_limit."""
+        if get_ident() != self._loop or self._hold:  # (a half-close clears _loop: see _half_close)
             self._write_slow(data)
             return
         kind = type(data)
@@ -345,11 +354,11 @@ class Connection:
         """write() from another thread, or on a connection that holds (paused or closing)."""
         server = self.server
         if get_ident() != server._loop_ident:
-            if self._xclosed or self._hold & _CLOSING or self._fd < 0:
+            if self._xclosed or self._hold & _CLOSING or self._fd < 0 or self._stop == _HALF_CLOSED:
                 raise _sb.closed_error()
             server._calls.put(server._apply_write, (self, bytes(_as_buffer(data, "write() data")), server._raw))
             return
-        if self._hold & _CLOSING:
+        if self._hold & _CLOSING or self._stop == _HALF_CLOSED:
             raise _sb.closed_error()
         if type(data) is not bytes:
             data = _as_buffer(data, "write() data")
@@ -405,8 +414,9 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        """True once closed, or closing (close() or abort() called, from any thread)."""
-        return self._fd < 0 or bool(self._hold & _CLOSING) or self._xclosed
+        """True once closed, or closing (close() or abort() called, from any thread; or
+        half-closed by a stop)."""
+        return self._fd < 0 or bool(self._hold & _CLOSING) or self._xclosed or self._stop == _HALF_CLOSED
 
     def fileno(self) -> int:
         """The connection's descriptor (-1 once closed)."""
@@ -454,7 +464,14 @@ class Server:
       n outside 0..len(data) ValueError (on the error path; nothing is consumed).
     - A reply the handler returns that the framing refuses (FrameTooLarge, FramingError,
       TypeError) or that would pass write_limit (BufferError) takes the error path like an
-      exception raised by the handler; the replies queued before it still leave.
+      exception raised by the handler; the replies queued before it still leave. So does a
+      reply returned by a handler that called conn.close() (BrokenPipeError: it is not
+      sent; the close keeps its own reason).
+    - Raw mode: `data` is released when the handler returns (ValueError if it is used
+      after; a slice taken during the call stays valid, its memory never reused). The
+      compiled backend's `data.obj` refuses new exports after the call too (ValueError);
+      here `data.obj` is the bytes object of the read (or the connection's held
+      bytearray), which Python code cannot revoke: use `bytes(data)` to keep the bytes.
     - A handler exception is counted in stats()["errors"] whether or not on_error handles
       it. Without on_error the connection is closed after flushing the replies already
       queued; with on_error it stays open and the next frames are delivered.
@@ -538,6 +555,7 @@ class Server:
         self._ready: list[Connection] = []
         self._idle_heap: list[tuple[float, int, Connection]] = []
         self._frame_heap: list[tuple[float, int, Connection]] = []
+        self._idle_dead = self._frame_dead = 0  # entries of closed connections (about)
         self._seq = itertools.count()
         self._accepting = False  # the listeners are registered with the waiter
         self._accept_after = 0.0  # accept back-off: not before this time
@@ -668,12 +686,13 @@ class Server:
         if self._closed:
             return
         self._closed = True
-        for conn in list(self._conns.values()):
-            self._finalize(conn)
-        self._close_listeners()
-        if self._plan is not None:
-            self._plan.close()
-        self._calls.close()
+        try:
+            self._finalize_all(None)
+        finally:
+            self._close_listeners()
+            if self._plan is not None:
+                self._plan.close()
+            self._calls.close()
 
     def __enter__(self) -> Server:
         """`with Server(...) as server:` closes it on exit."""
@@ -891,7 +910,8 @@ class Server:
                     try:
                         reply = handler(conn, frame)
                         if reply is not None:
-                            if type(reply) is bytes and (n := len(reply)) <= limit and len(out) + n <= hard:
+                            if type(reply) is bytes and (n := len(reply)) <= limit and len(out) + n <= hard \
+                                    and not conn._hold & _CLOSING:  # (else _reply refuses it)
                                 out += pack(n)
                                 out += reply
                                 replies += 1
@@ -1100,7 +1120,10 @@ class Server:
     # -- replies ------------------------------------------------------------------------
 
     def _reply(self, conn: Connection, payload: Any) -> None:
-        """Frame and queue one reply (loop thread)."""
+        """Frame and queue one reply (loop thread): BrokenPipeError once closing (a handler
+        that called close() and then returned a reply: as the compiled backend)."""
+        if conn._hold & _CLOSING:
+            raise _sb.closed_error()
         data, header, trailer = self._encode(payload)  # type: ignore[misc]
         out = conn._out
         if len(out) + len(header) + len(data) + len(trailer) > self._write_limit:
@@ -1135,7 +1158,7 @@ class Server:
 
     def _apply_write(self, conn: Connection, data: bytes, frames: int) -> None:
         """A send/write from another thread, at the loop's turn."""
-        if conn._hold & _CLOSING or conn._fd < 0:
+        if conn._hold & _CLOSING or conn._fd < 0 or conn._stop == _HALF_CLOSED:
             _sb.LOGGER.warning("a reply sent from another thread to %r was dropped: the connection is closed", conn)
             return
         try:
@@ -1209,6 +1232,17 @@ class Server:
         conn._frame_start = None
         conn._sock.close()
         self._closed_count += 1
+        if self._idle_timeout is not None:  # its idle heap entry is dead now
+            self._idle_dead += 1
+            if self._idle_dead > _COMPACT_MIN and 2 * self._idle_dead >= len(self._idle_heap):
+                self._idle_heap = self._live_entries(self._idle_heap)
+                self._idle_dead = 0
+        if conn._frame_armed:
+            conn._frame_armed = False
+            self._frame_dead += 1
+            if self._frame_dead > _COMPACT_MIN and 2 * self._frame_dead >= len(self._frame_heap):
+                self._frame_heap = self._live_entries(self._frame_heap)
+                self._frame_dead = 0
         if self._max_conns and not self._accepting and self._waiter is not None:
             self._sync_accepting()
         hook = self._on_close
@@ -1217,6 +1251,29 @@ class Server:
                 hook(conn, conn._close_exc)
             except Exception as exc:  # noqa: BLE001  (a handler's failure must not end the loop)
                 _sb.log_exception("on_close", conn, exc)
+
+    def _finalize_all(self, exc: Optional[BaseException]) -> None:
+        """Close every connection now (`exc` for those without a reason of their own). An
+        on_close raising a BaseException (KeyboardInterrupt) does not leave the others open:
+        they are all closed and reported, then the first such exception is raised."""
+        first: Optional[BaseException] = None
+        for conn in list(self._conns.values()):
+            if exc is not None and conn._close_exc is None:
+                conn._close_exc = exc
+            try:
+                self._finalize(conn)
+            except BaseException as again:  # noqa: BLE001  (raised below, after the others)
+                if first is None:
+                    first = again
+        if first is not None:
+            raise first
+
+    @staticmethod
+    def _live_entries(heap: list[tuple[float, int, Connection]]) -> list[tuple[float, int, Connection]]:
+        """A timer heap without the entries of closed connections."""
+        live = [entry for entry in heap if entry[2]._fd >= 0]
+        heapq.heapify(live)
+        return live
 
     def _pause(self, conn: Connection) -> None:
         if conn._fd >= 0 and not conn._hold & _PAUSED:
@@ -1270,7 +1327,9 @@ class Server:
         """One send per connection with queued output, then each one's state follows."""
         dirty = self._dirty
         self._dirty = []
-        now = self._now
+        # now, not the turn's start: after a slow handler batch, what is sent now restarts
+        # the idle clock now (a stale time would expire the connection right after its reply)
+        now = self._now = monotonic()
         writes = sent_total = 0
         for conn in dirty:
             conn._dirty = False
@@ -1348,7 +1407,8 @@ class Server:
             conn._close_exc = exc
             self._finalize(conn)
             return
-        conn._stop = _HALF_CLOSED
+        conn._stop = _HALF_CLOSED  # closed for send/write/closed, on any thread
+        conn._loop = None  # write()'s fast path takes the slow one, which refuses
 
     def _run_ready(self) -> None:
         """Deliveries held over: resumed connections' buffered frames, a stop's reads."""
@@ -1392,7 +1452,9 @@ class Server:
             when = self._stop_deadline
         if when == math.inf:
             return -1.0
-        return max(0.0, when - monotonic())
+        # (capped: a deadline years away, idle_timeout=1e11 say, is a wait the waiters'
+        # time_t / int milliseconds cannot take; the loop just wakes up and waits again)
+        return min(max(0.0, when - monotonic()), _MAX_WAIT)
 
     def _run_timers(self, now: float) -> None:
         heap = self._idle_heap
@@ -1436,8 +1498,7 @@ class Server:
     def _serve(self) -> None:
         waiter = self._waiter = _make_waiter()
         self._loop_ident = get_ident()
-        handlers = _sb.SignalHandlers(stop=lambda: self.stop(_sb.DEFAULT_GRACE), abort=lambda: self.stop(0.0),
-                                      stopping=lambda: self._stop_requested)
+        handlers = _sb.SignalHandlers(stop=lambda: self.stop(_sb.DEFAULT_GRACE), abort=lambda: self.stop(0.0))
         self._now = monotonic()
         normal = False
         try:
@@ -1449,10 +1510,7 @@ class Server:
             self._loop(waiter, handlers)
             normal = True
         except BaseException as exc:
-            for conn in list(self._conns.values()):
-                if conn._close_exc is None:
-                    conn._close_exc = exc
-                self._finalize(conn)
+            self._finalize_all(exc)
             raise
         finally:
             try:
@@ -1468,6 +1526,7 @@ class Server:
                 self._ready = []
                 self._idle_heap = []
                 self._frame_heap = []
+                self._idle_dead = self._frame_dead = 0
                 self._stopping = False
                 self._stop_requested = False
                 self._stop_deadline = math.inf
@@ -1514,7 +1573,9 @@ class Server:
                         if not conn._dirty:
                             conn._dirty = True
                             self._dirty.append(conn)
-                    if mask & read_events:
+                    if mask & read_events and not conn._ready:
+                        # (a connection with held frames to deliver this turn reads after
+                        # them: an EOF already waiting must not be reported before them)
                         if not conn._hold and not conn._stop:
                             read(conn)
                         elif conn._stop == _HALF_CLOSED:

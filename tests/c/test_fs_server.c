@@ -446,6 +446,7 @@ static void test_idle_and_frame_timeouts(void)
     size_t n = frame4(f, "ping", 4);
     send_all(c1, f, n); /* activity: the idle clock starts again */
     UNTIL(s, &a, 0, a.frames == 1);
+    turn(s, &a, 0, 0); /* the echo leaves now (at the next turn's start): the clock starts again */
     fake_now += 9 * SEC;
     turn(s, &a, 0, 0);
     CHECK(a.closed == 0);
@@ -490,6 +491,100 @@ static void test_idle_and_frame_timeouts(void)
     close(c3);
     UNTIL(s, &a, 0, a.closed == 3);
     CHECK(a.reason == FS_CLOSE_EOF);
+    finish(s, lfd);
+}
+
+/* Timeouts and a stop's grace past what now + timeout holds in int64: "never", not a
+ * deadline wrapped into the past. */
+static void test_deadlines_saturate(void)
+{
+    fs_server_config cfg = config(1);
+    cfg.idle_timeout_ns = INT64_MAX - 1;
+    cfg.frame_timeout_ns = INT64_MAX;
+    int port, lfd;
+    fs_server *s = server(&cfg, &port, &lfd);
+    fs_server_set_clock(s, fake_clock, NULL);
+    app a = {.echo = 1};
+    int c1 = connect_tcp(port);
+    UNTIL(s, &a, 0, a.accepted == 1);
+    char f[16];
+    send_all(c1, f, frame4(f, "ab", 2) - 1); /* a frame begun: the frame clock runs */
+    UNTIL(s, &a, 0, fs_conn_buffered(a.conn) == 5);
+    fake_now += 1000 * SEC;
+    for (int i = 0; i < 3; i++)
+        turn(s, &a, 0, 0);
+    CHECK(a.closed == 0 && fs_server_get_stats(s)->timeouts == 0);
+    fs_server_stop(s, INT64_MAX); /* graceful, for as long as it takes */
+    fake_now += 1000 * SEC;
+    for (int i = 0; i < 3; i++)
+        turn(s, &a, 0, 0);
+    CHECK(a.closed == 0 && !fs_server_stopped(s));
+    close(c1);
+    UNTIL(s, &a, 0, a.closed == 1);
+    CHECK(a.reason == FS_CLOSE_STOP);
+    memset(stop_reasons, 0, sizeof stop_reasons); /* test_graceful_stop counts from 0 */
+    finish(s, lfd);
+}
+
+/* A slow handler batch: the reply leaves at the next turn's start, and the idle clock
+ * restarts then (with the clock read then), not at the read before the batch. */
+static void test_idle_clock_restarts_when_the_reply_leaves(void)
+{
+    fs_server_config cfg = config(1);
+    cfg.idle_timeout_ns = 10 * SEC;
+    int port, lfd;
+    fs_server *s = server(&cfg, &port, &lfd);
+    fs_server_set_clock(s, fake_clock, NULL);
+    app a = {.echo = 1};
+    int c1 = connect_tcp(port);
+    UNTIL(s, &a, 0, a.accepted == 1);
+    char f[16], back[16];
+    size_t n = frame4(f, "ping", 4);
+    send_all(c1, f, n);
+    UNTIL(s, &a, 0, a.frames == 1); /* the echo is queued ... */
+    fake_now += 9 * SEC;            /* ... by a handler batch that took 9 s */
+    turn(s, &a, 0, 0);              /* the echo leaves now: idle until 19 s from here */
+    CHECK(recv_n(c1, back, n) == n && memcmp(back, f, n) == 0);
+    fake_now += 5 * SEC; /* 14 s after the read, 5 s after the reply */
+    turn(s, &a, 0, 0);
+    turn(s, &a, 0, 0);
+    CHECK(a.closed == 0);
+    fake_now += 6 * SEC; /* 11 s after the reply */
+    UNTIL(s, &a, 0, a.closed == 1);
+    CHECK(a.reason == FS_CLOSE_IDLE);
+    close(c1);
+    finish(s, lfd);
+}
+
+/* read_size 1: a partial frame held must still let the buffer grow past its first block. */
+static void test_read_size_one_grows(void)
+{
+    fs_server_config cfg = config(1);
+    cfg.read_size = 1;
+    int port, lfd;
+    fs_server *s = server(&cfg, &port, &lfd);
+    app a = {.echo = 1};
+    int c1 = connect_tcp(port);
+    UNTIL(s, &a, 0, a.accepted == 1);
+    size_t len = 10 * 1024;
+    char *f = malloc(len + 4), *back = malloc(len + 4);
+    REQUIRE(f != NULL && back != NULL);
+    char *payload = malloc(len);
+    REQUIRE(payload != NULL);
+    for (size_t i = 0; i < len; i++)
+        payload[i] = (char)(i * 13);
+    size_t n = frame4(f, payload, len);
+    send_all(c1, f, n);
+    for (int i = 0; i < 20000 && a.frames == 0 && a.closed == 0; i++)
+        turn(s, &a, 1, 0); /* one byte per read */
+    CHECK(a.frames == 1 && a.closed == 0);
+    turn(s, &a, 0, 0);
+    CHECK(recv_n(c1, back, n) == n && memcmp(back, f, n) == 0);
+    free(f);
+    free(back);
+    free(payload);
+    close(c1);
+    UNTIL(s, &a, 0, a.closed == 1);
     finish(s, lfd);
 }
 
@@ -972,6 +1067,9 @@ int main(void)
     test_partial_send_then_writable();
     test_idle_and_frame_timeouts();
     test_raw_frame_clock();
+    test_deadlines_saturate();
+    test_idle_clock_restarts_when_the_reply_leaves();
+    test_read_size_one_grows();
     test_close_reasons();
     test_malformed_and_buffer_bound();
     test_stale_ids();

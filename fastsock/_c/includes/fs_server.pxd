@@ -91,6 +91,13 @@ cdef extern from "fs_server.h" nogil:
     void fs_server_restart(fs_server *s)
     void fs_server_abort_all(fs_server *s)
     fs_server_stats *fs_server_get_stats(fs_server *s)
+    void fs_server_stats_get(const fs_server *s, fs_server_stats *out)
+    void fs_server_stats_add(fs_server *s, int which, uint64_t n)
+    enum:
+        FS_STAT_FRAMES_IN
+        FS_STAT_FRAMES_OUT
+        FS_STAT_ERRORS
+    fs_conn *fs_server_conn(fs_server *s, uint64_t id)
 
     uint64_t fs_conn_id(const fs_conn *c)
     void *fs_conn_user(const fs_conn *c)
@@ -100,7 +107,14 @@ cdef extern from "fs_server.h" nogil:
     size_t fs_conn_pending(const fs_conn *c)
     size_t fs_conn_held(const fs_conn *c, const char **data)
     const sockaddr *fs_conn_peer(const fs_conn *c, socklen_t *len)
-    const sockaddr *fs_conn_sockname(fs_conn *c, socklen_t *len)
+    const sockaddr *fs_conn_sockname(const fs_conn *c, socklen_t *len)
+    enum:
+        FS_CONN_CLOSING
+        FS_CONN_PAUSED
+        FS_CONN_BACKPRESSURE
+    int fs_conn_shared_fd(const fs_conn *c)
+    int fs_conn_shared_state(const fs_conn *c)
+    size_t fs_conn_shared_pending(const fs_conn *c)
     int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *len)
     int fs_conn_raw_data(fs_server *s, fs_conn *c, const char **data, size_t *len)
     void fs_conn_raw_consume(fs_server *s, fs_conn *c, size_t n)
