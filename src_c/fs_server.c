@@ -70,6 +70,7 @@ enum {
     F_SWEEP = 1u << 5,    /* graceful stop: read until would-block before half-closing */
     F_ABORT = 1u << 7,    /* close at the next flush without sending */
     F_TCP = 1u << 8,
+    F_REFUSED = 1u << 9,  /* a refused frame's close is deferred (refused_*): fs_conn_refuse_pending */
 };
 #define F_KEEP_ON_CLOSE (F_TOUCHED | F_READY | F_TCP)
 
@@ -106,6 +107,8 @@ struct fs_conn {
     uint32_t data_turn; /* turn of the last DATA event (one per connection per turn) */
     int reason, err;    /* why it closes / closed */
     uint64_t size;
+    int refused_reason; /* F_REFUSED: the close fs_conn_refuse_pending begins, and its size */
+    uint64_t refused_size;
     uint64_t need;      /* the partial frame's total size when its header told it, else 0 */
     uint32_t sweeps;    /* graceful stop: reads made by its read-until-would-block */
     size_t old_held;    /* input held at the end of the last turn ... */
@@ -524,6 +527,24 @@ static void frame_too_large(fs_server *s, fs_conn *c, int reason, uint64_t size)
 {
     STAT_ADD(s, errors, 1);
     begin_close(s, c, reason, 0, size);
+}
+
+/* A frame the framing refuses: begin the close now, or (defer) remember it for
+ * fs_conn_refuse_pending, so that a batch's replies are queued before the close begins. */
+static void refuse(fs_server *s, fs_conn *c, int reason, uint64_t size, int defer)
+{
+    if (defer) {
+        c->flags |= F_REFUSED;
+        c->refused_reason = reason;
+        c->refused_size = size;
+        return;
+    }
+    if (reason == FS_CLOSE_MALFORMED) {
+        STAT_ADD(s, errors, 1);
+        begin_close(s, c, FS_CLOSE_MALFORMED, 0, 0);
+    } else {
+        frame_too_large(s, c, reason, size);
+    }
 }
 
 /* One recv into an OPEN connection's buffer. sweep: a graceful stop's read-until-would-block,
@@ -1495,9 +1516,9 @@ static inline uint64_t prefix_value(const fs_framing *f, const unsigned char *u)
     return v;
 }
 
-int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *len)
+static int next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *len, int defer)
 {
-    if (c->state != ST_OPEN || (c->flags & (F_PAUSED | F_BP)))
+    if (c->state != ST_OPEN || (c->flags & (F_PAUSED | F_BP | F_REFUSED)))
         return 0;
     size_t held = fs_buffer_len(&c->in);
     if (held == 0)
@@ -1536,18 +1557,32 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
         c->resume = fr.resume;
         c->need = fr.total;
         if (fr.total > s->cfg.max_buffer) /* can never fit: refused before its memory exists */
-            frame_too_large(s, c, FS_CLOSE_BUFFER_FULL, fr.total);
+            refuse(s, c, FS_CLOSE_BUFFER_FULL, fr.total, defer);
         else if (held >= s->cfg.max_buffer)
-            frame_too_large(s, c, FS_CLOSE_BUFFER_FULL, held);
+            refuse(s, c, FS_CLOSE_BUFFER_FULL, held, defer);
         return 0;
     }
-    if (rc == FS_FRAME_TOO_LARGE) {
-        frame_too_large(s, c, FS_CLOSE_TOO_LARGE, fr.size);
-    } else {
-        STAT_ADD(s, errors, 1);
-        begin_close(s, c, FS_CLOSE_MALFORMED, 0, 0);
-    }
+    refuse(s, c, rc == FS_FRAME_TOO_LARGE ? FS_CLOSE_TOO_LARGE : FS_CLOSE_MALFORMED, fr.size, defer);
     return 0;
+}
+
+int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *len)
+{
+    return next_frame(s, c, payload, len, 0);
+}
+
+int fs_conn_next_frame_deferred(fs_server *s, fs_conn *c, const char **payload, size_t *len)
+{
+    return next_frame(s, c, payload, len, 1);
+}
+
+void fs_conn_refuse_pending(fs_server *s, fs_conn *c)
+{
+    if (!(c->flags & F_REFUSED))
+        return;
+    c->flags &= ~F_REFUSED;
+    if (c->state == ST_OPEN) /* else it closes already: the first reason wins */
+        refuse(s, c, c->refused_reason, c->refused_size, 0);
 }
 
 size_t fs_conn_held(const fs_conn *c, const char **data)
@@ -1750,6 +1785,8 @@ size_t fs_conn_shared_pending(const fs_conn *c) { (void)c; return 0; }
 void fs_server_stats_get(const fs_server *s, fs_server_stats *out) { (void)s; memset(out, 0, sizeof *out); }
 void fs_server_stats_add(fs_server *s, int which, uint64_t n) { (void)s; (void)which; (void)n; }
 int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **p, size_t *n) { (void)s; (void)c; (void)p; (void)n; return 0; }
+int fs_conn_next_frame_deferred(fs_server *s, fs_conn *c, const char **p, size_t *n) { (void)s; (void)c; (void)p; (void)n; return 0; }
+void fs_conn_refuse_pending(fs_server *s, fs_conn *c) { (void)s; (void)c; }
 int fs_conn_raw_data(fs_server *s, fs_conn *c, const char **p, size_t *n) { (void)s; (void)c; (void)p; (void)n; return 0; }
 void fs_conn_raw_consume(fs_server *s, fs_conn *c, size_t n) { (void)s; (void)c; (void)n; }
 char *fs_conn_raw_detach(fs_server *s, fs_conn *c) { (void)s; (void)c; return NULL; }

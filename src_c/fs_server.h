@@ -246,6 +246,13 @@ size_t fs_conn_shared_pending(const fs_conn *c);
  * backpressure, or closing). A frame too large or malformed starts closing the connection
  * (FS_CLOSE_TOO_LARGE / MALFORMED, after its queued output) and returns 0. */
 int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *len);
+/* As fs_conn_next_frame, except that a frame the framing refuses (above max_size or
+ * max_buffer, or malformed) does not begin the close: the call returns 0, the connection
+ * delivers no more frames, and fs_conn_refuse_pending(s, c) begins that close (batch mode:
+ * after the batch's replies are queued, as they are per frame). The caller must call it
+ * before the next fs_server_run_once. */
+int fs_conn_next_frame_deferred(fs_server *s, fs_conn *c, const char **payload, size_t *len);
+void fs_conn_refuse_pending(fs_server *s, fs_conn *c);
 
 /* Every byte held in the read buffer, whatever the state (for a FS_CLOSE_EOF report:
  * until the next fs_server_run_once). Returns the count. */

@@ -245,6 +245,33 @@ def test_reply_too_large_for_the_framing(S):
     assert isinstance(got[0], FrameTooLarge)
 
 
+@pytest.mark.parametrize("tail", ["too-large", "malformed"])
+def test_batch_replies_leave_before_a_refused_frame_in_the_same_read_closes(S, tail):
+    # Complete frames, then in the same read a frame the framing refuses: the batch handler
+    # is called and its replies are sent, then the connection closes with the refusal (as
+    # per frame). The compiled loop used to begin that close while collecting the batch, so
+    # every reply was refused.
+    closes, errors = [], []
+    framing = S.LengthPrefix(max_size=100) if tail == "too-large" else S.Delimiter(b"\n", max_size=100)
+    good = b"".join(framing.encode(p) for p in (b"a", b"b"))
+    bad = struct.pack(">I", 1000) if tail == "too-large" else b"z" * 200  # no delimiter in max_size
+    with serving(S, lambda conn, frames: [b"r:" + f for f in frames], framing=framing, batch=True,
+                 on_close=lambda c, e: closes.append(e), on_error=lambda c, e: errors.append(e)) as (
+            server, addr), connect(addr) as c:
+        c.sendall(good + bad)
+        got = b""
+        while True:
+            data = c.recv(4096)
+            if not data:
+                break
+            got += data
+        wait_until(lambda: closes, what="on_close")
+        assert server.stats()["errors"] == 1
+    assert got == b"".join(framing.encode(r) for r in (b"r:a", b"r:b"))
+    assert errors == []
+    assert isinstance(closes[0], FrameTooLarge if tail == "too-large" else (FrameTooLarge, FramingError))
+
+
 def test_batch_handler_returning_bytes_is_a_type_error(S):
     got = []
     with serving(S, lambda conn, frames: b"not a list", framing=S.LengthPrefix(), batch=True,

@@ -935,20 +935,25 @@ cdef class Server:
         cdef size_t n
         cdef fs_server *srv = self._srv
         cdef list batch = []
-        while fs_conn_next_frame(srv, c, &p, &n):
-            batch.append(PyBytes_FromStringAndSize(p, <Py_ssize_t>n))
-        if not batch:
-            return 0
+        # A refused frame after the batch (too large, malformed) closes the connection only
+        # once the batch's replies are queued, as per frame: its close is deferred to here.
         try:
-            replies = self._handler(conn, batch)
-            if replies is not None:
-                if isinstance(replies, (bytes, bytearray, memoryview, str)):
-                    raise TypeError("a batch handler returns None or an iterable of replies, "
-                                    f"not {type(replies).__name__}")
-                for reply in replies:
-                    self._queue_reply(c, reply)
-        except Exception as exc:
-            self._handler_error(conn, exc)
+            while fs_conn_next_frame_deferred(srv, c, &p, &n):
+                batch.append(PyBytes_FromStringAndSize(p, <Py_ssize_t>n))
+            if not batch:
+                return 0
+            try:
+                replies = self._handler(conn, batch)
+                if replies is not None:
+                    if isinstance(replies, (bytes, bytearray, memoryview, str)):
+                        raise TypeError("a batch handler returns None or an iterable of replies, "
+                                        f"not {type(replies).__name__}")
+                    for reply in replies:
+                        self._queue_reply(c, reply)
+            except Exception as exc:
+                self._handler_error(conn, exc)
+        finally:
+            fs_conn_refuse_pending(srv, c)
         return 0
 
     cdef int _deliver_raw(self, Connection conn, fs_conn *c) except -1:
@@ -1008,7 +1013,8 @@ cdef class Server:
 
     cdef int _on_data(self, fs_conn *c) except -1:
         cdef void *user = fs_conn_user(c)
-        if user == NULL:
+        if user == NULL:  # accepted in a batch an exception ended twice: never announced
+            fs_conn_abort(self._srv, c)  # (its frames would be offered every turn: a spin)
             return 0
         if self._mode == _MODE_FRAMES:
             return self._deliver_frames(<Connection>user, c)
@@ -1036,6 +1042,8 @@ cdef class Server:
             self._ev_i += 1
             if ev.type == FS_EV_CLOSED:
                 self._on_closed(ev, None)
+            elif ev.type == FS_EV_ACCEPTED and fs_conn_user(ev.conn) == NULL:
+                fs_conn_abort(self._srv, ev.conn)  # never announced: no on_connect, no on_close
         self._ev_n = 0
         with nogil:
             n = fs_server_run_once(self._srv, timeout_ms)
@@ -1083,6 +1091,8 @@ cdef class Server:
             self._ev_i += 1
             if ev.type == FS_EV_CLOSED:
                 self._on_closed(ev, exc)
+            elif ev.type == FS_EV_ACCEPTED and fs_conn_user(ev.conn) == NULL:
+                fs_conn_abort(self._srv, ev.conn)  # never announced (abort_all below does it too)
         self._ev_n = 0
         indexes = [index for _, index in self._listeners]
         for index in indexes:  # no new connection meanwhile
@@ -1132,7 +1142,8 @@ cdef class Server:
             self._turn(-1)
 
     def _serve(self):
-        handlers = _sb.SignalHandlers(stop=self.stop, abort=lambda: self.stop(0.0))
+        # DEFAULT_GRACE as it is when the signal comes (as the pure backend and Supervisor)
+        handlers = _sb.SignalHandlers(stop=lambda: self.stop(_sb.DEFAULT_GRACE), abort=lambda: self.stop(0.0))
         normal = False
         self._loop_ident = PyThread_get_thread_ident()
         try:

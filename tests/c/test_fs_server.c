@@ -737,6 +737,54 @@ static void test_close_reasons(void)
     finish(s, lfd);
 }
 
+/* fs_conn_next_frame_deferred: the frames before a refused one are handed out, the refusal
+ * waits for fs_conn_refuse_pending, and replies queued meanwhile leave before the close. */
+static void test_deferred_refusal(void)
+{
+    fs_server_config cfg = config(1);
+    cfg.framing.max_size = 100;
+    int port, lfd;
+    fs_server *s = server(&cfg, &port, &lfd);
+    app a = {0};
+    int c = connect_tcp(port);
+    UNTIL(s, &a, 0, a.accepted == 1);
+    char wire[32];
+    size_t n = frame4(wire, "one", 3);
+    n += frame4(wire + n, "two", 3);
+    const char hostile[4] = {0, 0, 0x10, 0}; /* 4096 > max_size */
+    memcpy(wire + n, hostile, 4);
+    send_all(c, wire, n + 4);
+    int frames = 0, refused = 0;
+    for (int i = 0; i < 300 && !refused; i++) {
+        int k = fs_server_run_once(s, 20);
+        const fs_server_event *ev = fs_server_events(s);
+        for (int j = 0; j < k; j++) {
+            if (ev[j].type != FS_EV_DATA)
+                continue;
+            const char *p;
+            size_t len;
+            while (fs_conn_next_frame_deferred(s, ev[j].conn, &p, &len))
+                frames++;
+            CHECK(!fs_conn_closing(ev[j].conn)); /* the refusal is only remembered */
+            CHECK(fs_conn_next_frame_deferred(s, ev[j].conn, &p, &len) == 0); /* and holds */
+            CHECK(fs_conn_send_frame(s, ev[j].conn, "reply", 5) == 0);
+            fs_conn_refuse_pending(s, ev[j].conn);
+            CHECK(fs_conn_closing(ev[j].conn));
+            fs_conn_refuse_pending(s, ev[j].conn); /* once only */
+            refused = 1;
+        }
+    }
+    CHECK(frames == 2 && refused);
+    UNTIL(s, &a, 0, a.closed == 1);
+    CHECK(a.reason == FS_CLOSE_TOO_LARGE && a.size == 4096);
+    CHECK(fs_server_get_stats(s)->errors == 1);
+    char back[16];
+    CHECK(recv_n(c, back, 9) == 9 && memcmp(back + 4, "reply", 5) == 0); /* before the close */
+    CHECK(recv(c, back, 1, 0) == 0);
+    close(c);
+    finish(s, lfd);
+}
+
 static void test_malformed_and_buffer_bound(void)
 {
     fs_server_config cfg = config(0);
@@ -1071,6 +1119,7 @@ int main(void)
     test_idle_clock_restarts_when_the_reply_leaves();
     test_read_size_one_grows();
     test_close_reasons();
+    test_deferred_refusal();
     test_malformed_and_buffer_bound();
     test_stale_ids();
     test_max_connections();
