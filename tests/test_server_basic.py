@@ -321,12 +321,16 @@ def test_raw_view_is_released_and_kept_slices_stay_intact(S):
 
 
 def test_raw_view_kept_and_used_after_the_call_raises_value_error(S):
-    # Both backends: the handler's view (and so its .obj) is unusable after the call, with the
-    # same exception type, whether the bytes were a fresh read or held over.
+    # Both backends: the handler's view is unusable after the call, with the same exception
+    # type, whether the bytes were a fresh read or held over. (Its .obj, kept by itself, is
+    # the compiled backend's window, which refuses new exports after the call: see
+    # test_server_compiled; on the pure backend it is the read's own bytes, documented.)
     kept = []
+    objs = []
 
     def handler(conn, data):
         kept.append(data)
+        objs.append(data.obj)
         if len(data) < 8:
             return 0  # held over: the next call sees held bytes
         conn.write(b"k")
@@ -341,8 +345,12 @@ def test_raw_view_kept_and_used_after_the_call_raises_value_error(S):
     for view in kept:
         with pytest.raises(ValueError):
             bytes(view)
-        with pytest.raises(ValueError):
-            memoryview(view.obj)
+    if S.__name__.startswith("fastsock._c"):
+        for obj in objs:  # the window of the call: no new export once it returned
+            with pytest.raises(ValueError):
+                memoryview(obj)
+    else:  # the read's bytes, or the connection's held bytearray (as documented)
+        assert {type(obj) for obj in objs} <= {bytes, bytearray}
 
 
 def test_raw_views_of_held_bytes_kept_by_the_handler_stay_intact(S):

@@ -228,6 +228,21 @@ def test_signal_stops_serve_forever_gracefully(S, signum):
         assert "Traceback" not in child.stderr()
 
 
+def test_signal_stop_uses_the_default_grace_as_it_is_when_the_signal_comes(S):
+    # DEFAULT_GRACE set at run time (0.5 s) bounds a signal's graceful stop on both backends:
+    # a client that never closes is aborted after it, not after the 5 s of the class default.
+    with Child(S, SIGNAL_SERVER, "0.5") as child:
+        port = int(child.line("PORT").split()[1])
+        with connect(("127.0.0.1", port)) as c:
+            c.sendall(frame(b"x"))
+            assert read_frame(c) == b"x"
+            start = time.monotonic()
+            child.signal(signal.SIGTERM)
+            assert child.wait() == 0
+            assert time.monotonic() - start < 4.0  # 0.5 s grace; the old default was 5 s
+        assert child.line("STOPPED").split()[1:] == ["0", "1", "True", "-1"]
+
+
 def test_ctrl_c_while_idle_in_the_wait(S):
     with Child(S, SIGNAL_SERVER, "60") as child:
         child.line("PORT")
