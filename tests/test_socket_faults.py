@@ -323,6 +323,32 @@ def test_sendall_many_copes_with_a_list_that_changes_afterwards(impl):
         assert b.recv_exactly(6) == b"onetwo"
 
 
+@pytest.mark.parametrize("how", ["recv_exactly", "recv_into_exactly", "stream"])
+def test_receive_past_its_deadline_takes_what_is_there(impl, how):
+    # The receive side of the rule below: past the deadline (a timeout far too short for any
+    # wait), bytes already waiting are still taken; with nothing there it times out.
+    a, b = impl.socketpair()
+    with a, b:
+        b.sendall(b"y" * 1000)
+        a.settimeout(5)
+        time.sleep(0.05)  # (the bytes are in a's receive queue: a socketpair is local)
+        a.settimeout(1e-9)
+        if how == "recv_exactly":
+            assert a.recv_exactly(1000) == b"y" * 1000
+            with pytest.raises(TimeoutError):
+                a.recv_exactly(1)
+        elif how == "recv_into_exactly":
+            buf = bytearray(1000)
+            assert a.recv_into_exactly(buf) == 1000 and buf == b"y" * 1000
+            with pytest.raises(TimeoutError):
+                a.recv_into_exactly(bytearray(1))
+        else:
+            with impl.Stream(a) as stream:
+                assert stream.read_exactly(1000) == b"y" * 1000
+                with pytest.raises(TimeoutError):
+                    stream.read_exactly(1)
+
+
 @pytest.mark.parametrize("how", ["sendall", "sendall_many"])
 def test_send_with_a_timeout_tries_before_waiting(impl, how):
     # A send that fits goes out at once whatever the timeout: both backends try first and

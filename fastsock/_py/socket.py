@@ -110,6 +110,20 @@ def _size(n: Any, method: str) -> int:
     return size
 
 
+#: The timeout of a receive past its deadline with bytes waiting: the socket's poll returns
+#: at once, so this never waits.
+_AT_ONCE = 1e-3
+
+
+def _readable_now(sock: Any) -> bool:
+    """True when a receive on `sock` would not wait (bytes, EOF or an error are there)."""
+    if not hasattr(select, "poll"):  # pragma: no cover - every POSIX system we test has poll
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class _Deadline:
     """The socket's timeout turned into a deadline for one whole call (restores it at exit)."""
 
@@ -128,7 +142,11 @@ class _Deadline:
         if self.deadline is not None:
             left = self.deadline - monotonic()
             if left <= 0:
-                raise SocketTimeout("timed out")
+                # Past the deadline, what is already there is still taken (fs_io tries the
+                # recv first too): timed out only if nothing is.
+                if not _readable_now(self.sock):
+                    raise SocketTimeout("timed out")
+                left = _AT_ONCE
             _stdsocket.socket.settimeout(self.sock, left)
             self.at_once = False
         elif self.nonblocking:
