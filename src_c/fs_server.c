@@ -1576,6 +1576,11 @@ int fs_conn_next_frame_deferred(fs_server *s, fs_conn *c, const char **payload, 
     return next_frame(s, c, payload, len, 1);
 }
 
+void fs_conn_refuse_cancel(fs_conn *c)
+{
+    c->flags &= ~F_REFUSED;
+}
+
 void fs_conn_refuse_pending(fs_server *s, fs_conn *c)
 {
     if (!(c->flags & F_REFUSED))
@@ -1787,6 +1792,7 @@ void fs_server_stats_add(fs_server *s, int which, uint64_t n) { (void)s; (void)w
 int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **p, size_t *n) { (void)s; (void)c; (void)p; (void)n; return 0; }
 int fs_conn_next_frame_deferred(fs_server *s, fs_conn *c, const char **p, size_t *n) { (void)s; (void)c; (void)p; (void)n; return 0; }
 void fs_conn_refuse_pending(fs_server *s, fs_conn *c) { (void)s; (void)c; }
+void fs_conn_refuse_cancel(fs_conn *c) { (void)c; }
 int fs_conn_raw_data(fs_server *s, fs_conn *c, const char **p, size_t *n) { (void)s; (void)c; (void)p; (void)n; return 0; }
 void fs_conn_raw_consume(fs_server *s, fs_conn *c, size_t n) { (void)s; (void)c; (void)n; }
 char *fs_conn_raw_detach(fs_server *s, fs_conn *c) { (void)s; (void)c; return NULL; }

@@ -253,6 +253,8 @@ int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *l
  * before the next fs_server_run_once. */
 int fs_conn_next_frame_deferred(fs_server *s, fs_conn *c, const char **payload, size_t *len);
 void fs_conn_refuse_pending(fs_server *s, fs_conn *c);
+/* Forget a deferred refusal (the batch ended by an interrupt: the connection is aborted). */
+void fs_conn_refuse_cancel(fs_conn *c);
 
 /* Every byte held in the read buffer, whatever the state (for a FS_CLOSE_EOF report:
  * until the next fs_server_run_once). Returns the count. */

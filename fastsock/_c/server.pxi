@@ -941,6 +941,7 @@ cdef class Server:
             while fs_conn_next_frame_deferred(srv, c, &p, &n):
                 batch.append(PyBytes_FromStringAndSize(p, <Py_ssize_t>n))
             if not batch:
+                fs_conn_refuse_pending(srv, c)  # a refused first frame: no handler call
                 return 0
             try:
                 replies = self._handler(conn, batch)
@@ -952,8 +953,10 @@ cdef class Server:
                         self._queue_reply(c, reply)
             except Exception as exc:
                 self._handler_error(conn, exc)
-        finally:
-            fs_conn_refuse_pending(srv, c)
+        except BaseException:  # an interrupt ends serving: on_close gets it, not the refusal
+            fs_conn_refuse_cancel(c)
+            raise
+        fs_conn_refuse_pending(srv, c)
         return 0
 
     cdef int _deliver_raw(self, Connection conn, fs_conn *c) except -1:

@@ -118,6 +118,7 @@ cdef extern from "fs_server.h" nogil:
     int fs_conn_next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *len)
     int fs_conn_next_frame_deferred(fs_server *s, fs_conn *c, const char **payload, size_t *len)
     void fs_conn_refuse_pending(fs_server *s, fs_conn *c)
+    void fs_conn_refuse_cancel(fs_conn *c)
     int fs_conn_raw_data(fs_server *s, fs_conn *c, const char **data, size_t *len)
     void fs_conn_raw_consume(fs_server *s, fs_conn *c, size_t n)
     char *fs_conn_raw_detach(fs_server *s, fs_conn *c)
