@@ -273,10 +273,17 @@ class Child:
 
 
 def pid_gone(pid: int) -> bool:
-    """True once `pid` no longer exists (reaped), or is a zombie nobody reaps yet."""
+    """True once `pid` no longer exists (reaped), or is a zombie nobody reaps yet whose
+    every thread has exited. (A killed process's main thread shows as a zombie while its
+    other threads still exit and hold its descriptors: a listener among them still takes
+    connections, and resets them when the last thread closes it.)"""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
+        for task in tasks:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                if f.read().split(")")[-1].split()[0] not in ("Z", "X"):
+                    return False
+        return True
     except FileNotFoundError:
         return True
     except OSError:  # pragma: no cover
