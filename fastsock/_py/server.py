@@ -219,6 +219,12 @@ def _encoder_for(framing: Framing) -> Callable[[Any], tuple[Bytes, bytes, bytes]
 # -- Connection -------------------------------------------------------------------------
 
 
+#: CPython refuses to resize a bytearray while a view of it lives (BufferError), which is how
+#: raw mode learns that a handler kept a view of the held bytes (see _keep); PyPy resizes it
+#: under the view, so there raw mode gives every held buffer a handler saw to the handler.
+_EXPORTS_REFUSE_RESIZE = sys.implementation.name == "cpython"
+
+
 class Connection:
     """A client connection of a fastsock.Server (created by the server; Connection() raises
     TypeError). Handlers, hooks and other threads reply and control it through its methods.
@@ -1061,6 +1067,8 @@ class Server:
             return
         if type(buf) is bytes:  # a fresh read: copy what is left
             conn._held = bytearray(memoryview(buf)[pos:end]) if pos else bytearray(buf)
+        elif self._raw and not _EXPORTS_REFUSE_RESIZE:  # the handler may keep a view of buf,
+            conn._held = buf[pos:end]  # and nothing here would tell: never change buf again
         elif pos:
             try:
                 del buf[:pos]  # type: ignore[union-attr]
