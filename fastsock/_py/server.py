@@ -1068,7 +1068,7 @@ class Server:
         if type(buf) is bytes:  # a fresh read: copy what is left
             conn._held = bytearray(memoryview(buf)[pos:end]) if pos else bytearray(buf)
         elif self._raw and not _EXPORTS_REFUSE_RESIZE:  # the handler may keep a view of buf,
-            conn._held = buf[pos:end]  # and nothing here would tell: never change buf again
+            conn._held = buf[pos:end]  # type: ignore[assignment]  # nothing would tell: never change buf again
         elif pos:
             try:
                 del buf[:pos]  # type: ignore[union-attr]
