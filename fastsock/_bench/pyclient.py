@@ -126,8 +126,9 @@ def proc_cpu(pid: int) -> float:
         return -1.0
 
 
-def w4_point(port: int, pid: int, nconns: int, seconds: float, size: int) -> dict[str, Any]:
-    msg = b"e" * size
+def _open_connections(port: int, nconns: int) -> tuple[selectors.BaseSelector, list[socket.socket]]:
+    """nconns non-blocking TCP_NODELAY connections to port, registered for reading with their
+    index as data."""
     sel = selectors.DefaultSelector()
     conns = []
     for i in range(nconns):
@@ -135,6 +136,12 @@ def w4_point(port: int, pid: int, nconns: int, seconds: float, size: int) -> dic
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ, i)
         conns.append(sock)
+    return sel, conns
+
+
+def w4_point(port: int, pid: int, nconns: int, seconds: float, size: int) -> dict[str, Any]:
+    msg = b"e" * size
+    sel, conns = _open_connections(port, nconns)
     got = [0] * nconns
     sent_at = [0.0] * nconns
     lat: list[float] = []
@@ -186,13 +193,7 @@ def w5_point(port: int, pid: int, nconns: int, seconds: float, warmup: float, de
         head = seq.to_bytes(8, "little") + conn.to_bytes(4, "little")
         return head + bytes((seq * 31 + conn * 7 + i) & 0xFF for i in range(12, payload))
 
-    sel = selectors.DefaultSelector()
-    conns = []
-    for i in range(nconns):
-        sock = _connect(port, nodelay=True)
-        sock.setblocking(False)
-        sel.register(sock, selectors.EVENT_READ, i)
-        conns.append(sock)
+    sel, conns = _open_connections(port, nconns)
     sent = [0] * nconns
     recvd = [0] * nconns
     rest = [b""] * nconns

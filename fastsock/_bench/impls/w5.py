@@ -144,32 +144,34 @@ def selector_rpc(make_selector: Callable[[], selectors.BaseSelector], wrap: Call
     return run
 
 
+def _serve_blocking(conn: Any) -> None:
+    """One blocking connection (a thread's or a greenlet's): recv, answer every complete
+    frame, one sendall per read, until EOF or a bad frame; then close it."""
+    with conn:
+        nodelay(conn)
+        recv, sendall = conn.recv, conn.sendall
+        rest = b""
+        while True:
+            data = recv(READ_SIZE)
+            if not data:
+                return
+            if rest:
+                data = rest + data
+            replies: list[Any] = []
+            try:
+                pos = answer(data, replies)
+            except BadFrame:
+                return
+            rest = data[pos:]
+            if replies:
+                sendall(b"".join(replies))
+
+
 def threaded(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
-    """One thread per connection: recv, answer every complete frame, one sendall per read."""
-
-    def handle(conn: socket.socket) -> None:
-        with conn:
-            nodelay(conn)
-            recv, sendall = conn.recv, conn.sendall
-            rest = b""
-            while True:
-                data = recv(READ_SIZE)
-                if not data:
-                    return
-                if rest:
-                    data = rest + data
-                replies: list[Any] = []
-                try:
-                    pos = answer(data, replies)
-                except BadFrame:
-                    return
-                rest = data[pos:]
-                if replies:
-                    sendall(b"".join(replies))
-
+    """One thread per connection (_serve_blocking)."""
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        threading.Thread(target=_serve_blocking, args=(conn,), daemon=True).start()
 
 
 def asyncio_protocol(kind: str) -> Callable[..., Any]:
@@ -241,23 +243,7 @@ def gevent_server(listener: socket.socket, p: dict[str, Any], meter: Meter) -> d
     from gevent.server import StreamServer  # type: ignore[import-untyped, unused-ignore]
 
     def handle(conn: Any, address: Any) -> None:
-        nodelay(conn)
-        rest = b""
-        while True:
-            data = conn.recv(READ_SIZE)
-            if not data:
-                break
-            if rest:
-                data = rest + data
-            replies: list[Any] = []
-            try:
-                pos = answer(data, replies)
-            except BadFrame:
-                break
-            rest = data[pos:]
-            if replies:
-                conn.sendall(b"".join(replies))
-        conn.close()
+        _serve_blocking(conn)
 
     gsock = gevent.socket.socket(listener.family, listener.type, listener.proto, fileno=listener.detach())
     StreamServer(gsock, handle).serve_forever()
