@@ -4,12 +4,26 @@ attached), Ctrl-C is prompt, and a handler that returns lets the call resume (PE
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 import time
 
 import pytest
 from sockutil import small_buffers
+
+
+def signal_once_sending(receiver, signum):
+    """Send `signum` to the main thread once `receiver` has bytes queued, i.e. once the
+    main thread's send call has moved some (a fixed delay can fire before the call starts
+    on a loaded machine, and then no progress is attached). Returns the started thread."""
+    def run():
+        select.select([receiver], [], [], 10)
+        signal.pthread_kill(threading.main_thread().ident, signum)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -56,9 +70,10 @@ def test_sigalrm_handler_raising_in_blocked_sendall(impl, alarm_raises):
     with a, b:
         small_buffers(a, b)
         data = os.urandom(8 << 20)  # nobody reads: sendall blocks once the buffers fill
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        sender = signal_once_sending(b, signal.SIGALRM)
         with pytest.raises(Alarm) as info:
             a.sendall(data)
+        sender.join()
         sent = info.value.bytes_sent
         assert 0 < sent < len(data)
         b.settimeout(5)
@@ -69,9 +84,10 @@ def test_sigalrm_handler_raising_in_blocked_sendall_many(impl, alarm_raises):
     a, b = impl.socketpair()
     with a, b:
         small_buffers(a, b)
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        sender = signal_once_sending(b, signal.SIGALRM)
         with pytest.raises(Alarm) as info:
             a.sendall_many([b"x" * 1_000_000] * 8)
+        sender.join()
         assert 0 < info.value.bytes_sent < 8_000_000
 
 
@@ -110,8 +126,7 @@ def test_keyboard_interrupt_while_blocked_in_sendall(impl):
     a, b = impl.socketpair()
     with a, b:
         small_buffers(a, b)
-        killer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
-        killer.start()
+        killer = signal_once_sending(b, signal.SIGINT)
         with pytest.raises(KeyboardInterrupt) as info:
             a.sendall(b"y" * (8 << 20))
         killer.join()
