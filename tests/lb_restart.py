@@ -62,7 +62,7 @@ GROUP = """
         pid = os.getpid()
         fd = files.get(pid)
         if fd is None:  # opened in the worker (forked after this module ran)
-            fd = files[pid] = os.open(os.path.join(records, str(pid)), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            fd = files[pid] = os.open(os.path.join(records, str(pid)), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, request)  # "it reached a server", recorded before the reply exists
         return request + PID.pack(pid)
 
