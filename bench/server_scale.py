@@ -1,10 +1,10 @@
 """fastsock.Server at scale and under hostile clients: the figures of the README.
 
-    python bench/server_scale.py [--backend c|python|both] [--quick] [--json PATH]
+    python bench/server_scale.py [--backend c|python|both] [--quick] [--repeat N] [--pin] [--json PATH]
 
-Runs the scenarios of tests/scaleutil.py (the ones tests/test_server_scale.py asserts on), with
-the server on core 0 and the clients on core 1 where there are two, and prints one Markdown
-table, a column per backend:
+Runs the scenarios of tests/scale_scenarios.py (the ones tests/test_server_scale.py asserts
+on), each --repeat times (default 3), and prints one Markdown table, a column per backend,
+medians with their min-max:
 - 10,000 connections each sending a framed request once a second for 10 s (--quick: 3 s):
   requests answered, latency p50/p99 seen by the clients, the server's RSS per connection;
 - slowloris: 1,000 connections trickling one byte per 100 ms with frame_timeout=2: when each
@@ -14,8 +14,8 @@ table, a column per backend:
   use per non-reader against the documented bound (max_buffer + high_water + one reply);
 - malformed input (random bytes, bad and oversized headers, truncated frames, resets
   mid-frame), in rounds of 180 connections: descriptors and RSS before and after.
-Every figure is one run on this machine: latencies on a shared machine move from run to run.
-Linux only (/proc, epoll).
+Latencies on a shared machine move a lot from run to run: compare the medians. Linux only
+(/proc, epoll).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
 
-import scaleutil  # (from tests/: the scenarios the tests assert on)
+import scaleutil  # (from tests/: the scenarios the tests assert on, and how to run them)
 
 MiB = 1 << 20
 
@@ -42,66 +43,99 @@ def _scenarios(quick: bool) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _tenk(r: dict[str, Any]) -> list[tuple[str, str]]:
-    n = r["conns"]
+Results = list[dict[str, Any]]
+
+
+def _fig(rs: Results, value: Callable[[dict[str, Any]], float], fmt: str = "{:.2f}") -> str:
+    """The median of `value` over the repetitions, with their min-max when there are several."""
+    values = sorted(value(r) for r in rs)
+    text = fmt.format(statistics.median(values))
+    return text if len(values) == 1 else f"{text} ({fmt.format(values[0])}-{fmt.format(values[-1])})"
+
+
+def _total(rs: Results, value: Callable[[dict[str, Any]], int]) -> int:
+    return sum(value(r) for r in rs)
+
+
+def _tenk(rs: Results) -> list[tuple[str, str]]:
+    r0 = rs[0]
+    n = r0["conns"]
     return [
-        (f"{n:,} connections x 1 request/s for {r['seconds']} s: answered",
-         f"{r['answered']:,} of {r['expected']:,} ({r['wrong']} wrong)"),
-        ("  latency p50 / p99 (ms)", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"),
-        ("  server RSS per connection, idle / during requests (bytes)",
-         f"{(r['idle_rss'] - r['base_rss']) // n:,} / {(r['peak_rss'] - r['base_rss']) // n:,}"),
+        (f"{n:,} connections x 1 request/s for {r0['seconds']} s: answered",
+         f"{_total(rs, lambda r: r['answered']):,} of {_total(rs, lambda r: r['expected']):,} "
+         f"({_total(rs, lambda r: r['wrong'])} wrong)"),
+        ("  latency p50 (ms)", _fig(rs, lambda r: r["p50_ms"])),
+        ("  latency p99 (ms)", _fig(rs, lambda r: r["p99_ms"])),
+        ("  server RSS per connection, idle (bytes)",
+         _fig(rs, lambda r: (r["idle_rss"] - r["base_rss"]) / n, "{:,.0f}")),
+        ("  server RSS per connection, during the requests (bytes)",
+         _fig(rs, lambda r: (r["peak_rss"] - r["base_rss"]) / n, "{:,.0f}")),
         ("  server RSS before / at 10k / after closing (MiB)",
-         f"{r['base_rss'] / MiB:.1f} / {r['peak_rss'] / MiB:.1f} / {r['closed_rss'] / MiB:.1f}"),
+         f"{_fig(rs, lambda r: r['base_rss'] / MiB, '{:.1f}')} / {_fig(rs, lambda r: r['peak_rss'] / MiB, '{:.1f}')} "
+         f"/ {_fig(rs, lambda r: r['closed_rss'] / MiB, '{:.1f}')}"),
     ]
 
 
-def _slowloris(r: dict[str, Any]) -> list[tuple[str, str]]:
-    base, during = r["baseline"], r["during"]
+def _slowloris(rs: Results) -> list[tuple[str, str]]:
+    r0 = rs[0]
     return [
-        (f"slowloris: {r['conns']:,} x 1 byte / {r['pace'] * 1000:.0f} ms, frame_timeout={r['frame_timeout']:g}: "
-         "closed", f"{r['closed']:,} (frame timeouts {r['server_timeouts']:,}, frames completed {r['completed']})"),
-        ("  closed after the first byte, min / median / max (s)",
-         f"{r['close_min_s']:.3f} / {r['close_median_s']:.3f} / {r['close_max_s']:.3f}"),
-        ("  well-behaved client p99 without / during the attack (ms)",
-         f"{base['p99_ms']:.2f} / {during['p99_ms']:.2f} = {during['p99_ms'] / base['p99_ms']:.2f}x"),
-        ("  well-behaved requests answered without / during", f"{base['answered']} / {during['answered']}"),
+        (f"slowloris: {r0['conns']:,} x 1 byte / {r0['pace'] * 1000:.0f} ms, frame_timeout={r0['frame_timeout']:g}: "
+         "closed", f"{_total(rs, lambda r: r['closed']):,} of {_total(rs, lambda r: r['conns']):,} (frame timeouts "
+                   f"{_total(rs, lambda r: r['server_timeouts']):,}, frames completed "
+                   f"{_total(rs, lambda r: r['completed'])})"),
+        ("  closed after the first byte, max (s)", _fig(rs, lambda r: r["close_max_s"], "{:.3f}")),
+        ("  closed after the first byte, median (s)", _fig(rs, lambda r: r["close_median_s"], "{:.3f}")),
+        ("  well-behaved client p99 without the attack (ms)", _fig(rs, lambda r: r["baseline"]["p99_ms"])),
+        ("  well-behaved client p99 during the attack (ms)", _fig(rs, lambda r: r["during"]["p99_ms"])),
+        ("  ratio during / without (each repetition's own pair)",
+         _fig(rs, lambda r: r["during"]["p99_ms"] / r["baseline"]["p99_ms"], "{:.2f}x")),
+        ("  well-behaved requests answered without / during",
+         f"{_total(rs, lambda r: r['baseline']['answered'])} / {_total(rs, lambda r: r['during']['answered'])} "
+         f"(of {_total(rs, lambda r: r['baseline']['sent'])} / {_total(rs, lambda r: r['during']['sent'])})"),
     ]
 
 
-def _nonreading(r: dict[str, Any]) -> list[tuple[str, str]]:
-    n, bound = r["conns"], r["bound_per_conn"]
-    per = (r["held_trimmed"] - r["base_trimmed"]) / n
+def _nonreading(rs: Results) -> list[tuple[str, str]]:
+    r0 = rs[0]
+    n, bound = r0["conns"], r0["bound_per_conn"]
     return [
-        (f"{n} non-reading clients (64 KiB replies, high_water 256 KiB): paused", f"{r['paused_at_end']} of {n}"),
-        ("  server RSS in use per non-reader / documented bound (KiB)",
-         f"{per / 1024:.0f} / {bound / 1024:.0f} = {per / bound:.2f}x"),
-        ("  peak RSS over baseline (incl. the allocator's free memory) / bound x n (MiB)",
-         f"{(r['peak_rss'] - r['base_rss']) / MiB:.1f} / {n * bound / MiB:.1f}"),
-        ("  well-behaved client while the queues fill / once held: answered, p99 (ms)",
-         f"{r['filling']['answered']}/{r['filling']['sent']}, {r['filling']['p99_ms']:.2f} / "
-         f"{r['held']['answered']}/{r['held']['sent']}, {r['held']['p99_ms']:.2f}"),
-        ("  bytes the kernel took per non-reader before the server queued (MiB)", f"{r['sent_per_conn'] / MiB:.1f}"),
+        (f"{n} non-reading clients (64 KiB replies, high_water 256 KiB): paused",
+         f"{_total(rs, lambda r: r['paused_at_end'])} of {n * len(rs)}"),
+        (f"  server RSS in use per non-reader (KiB; documented bound {bound / 1024:.0f})",
+         _fig(rs, lambda r: (r["held_trimmed"] - r["base_trimmed"]) / n / 1024, "{:.0f}")),
+        (f"  peak RSS over baseline, with the allocator's free memory (MiB; bound x {n}: {n * bound / MiB:.1f})",
+         _fig(rs, lambda r: (r["peak_rss"] - r["base_rss"]) / MiB, "{:.1f}")),
+        ("  well-behaved client p99 while the queues fill (ms)", _fig(rs, lambda r: r["filling"]["p99_ms"])),
+        ("  well-behaved client p99 once they are held (ms)", _fig(rs, lambda r: r["held"]["p99_ms"])),
+        ("  well-behaved requests answered",
+         f"{_total(rs, lambda r: r['filling']['answered'] + r['held']['answered'])} of "
+         f"{_total(rs, lambda r: r['filling']['sent'] + r['held']['sent'])}"),
+        ("  bytes the kernel took per non-reader before the server queued (MiB)",
+         _fig(rs, lambda r: r["sent_per_conn"] / MiB, "{:.1f}")),
     ]
 
 
-def _malformed(r: dict[str, Any]) -> list[tuple[str, str]]:
-    before, rounds = r["before"], r["rounds"]
-    conns = r["per_kind"] * len(r["kinds"])
-    offenders = sum(sum(rd["closed_by_server"].values()) for rd in rounds)
-    seen = sum(how != "reset" for how in r["kinds"].values()) * r["per_kind"] * len(rounds)
+def _malformed(rs: Results) -> list[tuple[str, str]]:
+    r0 = rs[0]
+    conns = r0["per_kind"] * len(r0["kinds"])
+    visible = sum(how != "reset" for how in r0["kinds"].values()) * r0["per_kind"]
+    rounds = [rd for r in rs for rd in r["rounds"]]
     return [
-        (f"malformed: {len(rounds)} rounds x {conns} connections ({len(r['kinds'])} kinds): closed by the server",
-         f"{offenders} of {seen} visible; all served after: {all(rd['served_after'] for rd in rounds)}"),
-        ("  server descriptors before / after each round", f"{before['fds']} / "
-                                                           f"{','.join(str(rd['fds']) for rd in rounds)}"),
+        (f"malformed: rounds of {conns} connections ({len(r0['kinds'])} kinds): closed by the server",
+         f"{sum(sum(rd['closed_by_server'].values()) for rd in rounds)} of {visible * len(rounds)} visible in "
+         f"{len(rounds)} rounds; served after each: {all(rd['served_after'] for rd in rounds)}"),
+        ("  server descriptors before / after each round",
+         "; ".join(f"{r['before']['fds']} / {','.join(str(rd['fds']) for rd in r['rounds'])}" for r in rs)),
         ("  server RSS in use before / max after a round (MiB)",
-         f"{before['rss_trimmed'] / MiB:.1f} / {max(rd['rss_trimmed'] for rd in rounds) / MiB:.1f}"),
-        ("  server RSS (untrimmed) before / max after a round (MiB)",
-         f"{before['rss'] / MiB:.1f} / {max(rd['rss'] for rd in rounds) / MiB:.1f}"),
+         f"{_fig(rs, lambda r: r['before']['rss_trimmed'] / MiB, '{:.1f}')} / "
+         f"{_fig(rs, lambda r: max(rd['rss_trimmed'] for rd in r['rounds']) / MiB, '{:.1f}')}"),
+        ("  server RSS with the allocator's free memory, before / max after a round (MiB)",
+         f"{_fig(rs, lambda r: r['before']['rss'] / MiB, '{:.1f}')} / "
+         f"{_fig(rs, lambda r: max(rd['rss'] for rd in r['rounds']) / MiB, '{:.1f}')}"),
     ]
 
 
-ROWS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
+ROWS: dict[str, Callable[[Results], list[tuple[str, str]]]] = {
     "tenk": _tenk, "slowloris": _slowloris, "nonreading": _nonreading, "malformed": _malformed,
 }
 
@@ -109,31 +143,42 @@ ROWS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=["c", "python", "both"], default="both")
-    parser.add_argument("--quick", action="store_true", help="10k connections for 3 s, 3 malformed rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="10k connections for 3 s, 3 malformed rounds, 1 repetition")
+    parser.add_argument("--repeat", type=int, metavar="N", help="repetitions of every scenario (default 3, quick 1): "
+                        "the table shows medians and min-max")
+    parser.add_argument("--pin", action="store_true", help="server on core 0, clients on core 1 (a quiet machine "
+                        "only: on a shared one a pinned process cannot move off a busy core)")
     parser.add_argument("--json", metavar="PATH", help="write every raw result there")
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("bench/server_scale.py needs Linux (/proc, epoll)", file=sys.stderr)
         return 2
+    repeat = args.repeat or (1 if args.quick else 3)
     backends = ["c", "python"] if args.backend == "both" else [args.backend]
-    results: dict[str, dict[str, Any]] = {b: {} for b in backends}
+    results: dict[str, dict[str, Results]] = {b: {} for b in backends}
+    errors: dict[tuple[str, str], str] = {}
+    for rep in range(repeat):  # the backends alternate, so that a slow spell of the machine hits both
+        for backend in backends:
+            for scenario, params in _scenarios(args.quick):
+                print(f"[{rep + 1}/{repeat}] {scenario} on {backend} ...", file=sys.stderr, flush=True)
+                try:
+                    shortfall = scaleutil.nofile_shortfall(scaleutil.needs_nofile(scenario, params))
+                    if shortfall:
+                        raise RuntimeError(shortfall)
+                    result = scaleutil.run(scenario, backend, timeout=300, pin=args.pin, **params)
+                    results[backend].setdefault(scenario, []).append(result)
+                except Exception as exc:  # noqa: BLE001  (reported in the table, the others still run)
+                    errors[backend, scenario] = str(exc)
     cells: dict[str, dict[str, str]] = {}
     order: list[str] = []
-    failed = False
     for backend in backends:
-        for scenario, params in _scenarios(args.quick):
-            print(f"running {scenario} on {backend} ...", file=sys.stderr, flush=True)
-            shortfall = scaleutil.nofile_shortfall(scaleutil.needs_nofile(scenario, params))
-            try:
-                if shortfall:
-                    raise RuntimeError(shortfall)
-                result = scaleutil.run(scenario, backend, timeout=300, pin=True, **params)
-                rows = ROWS[scenario](result)
-            except Exception as exc:  # noqa: BLE001  (reported in the table, the others still run)
-                failed = True
-                result = {"error": str(exc)}
-                rows = [(f"{scenario}", f"failed: {exc}"[:200])]
-            results[backend][scenario] = result
+        for scenario, _ in _scenarios(args.quick):
+            rows = []
+            if scenario in results[backend]:
+                rows = ROWS[scenario](results[backend][scenario])
+            if (backend, scenario) in errors:
+                rows.append((f"{scenario}: failed runs", errors[backend, scenario][:200]))
             for label, value in rows:
                 if label not in cells:
                     cells[label] = {}
@@ -146,8 +191,8 @@ def main(argv: list[str]) -> int:
         print(f"| {label} | " + " | ".join(cells[label].get(b, "") for b in backends) + " |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 1 if failed else 0
+            json.dump({"results": results, "errors": {f"{b} {s}": e for (b, s), e in errors.items()}}, f, indent=1)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """fastsock.Server at scale and under hostile clients, on both backends (issue 11): 10,000
 connections, slowloris, clients that never read, malformed input on every path.
 
-Each test runs a scenario of tests/scaleutil.py: the server and the clients in child
-processes (the server's RSS and descriptors are its own; RLIMIT_NOFILE is raised in each
-child), on 127.0.0.1, every loop bounded. The tests assert counts, bounds and that service
+Each test runs a scenario of tests/scale_scenarios.py through scaleutil.run(): the server and
+the clients in child processes (the server's RSS and descriptors are its own; RLIMIT_NOFILE
+is raised in each child), on 127.0.0.1, every loop bounded. The tests assert counts, bounds and that service
 continues, never speed: bench/server_scale.py prints the latencies and ratios.
 """
 
