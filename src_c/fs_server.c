@@ -234,6 +234,26 @@ static int buf_ensure(fs_server *s, fs_buffer *b)
     return 0;
 }
 
+/* Room for `n` more bytes in c's output queue (allocated first if needed). Below half the
+ * high-water mark the queue's capacity doubles as usual; above it, it grows only to what is
+ * queued (at least high_water), rounded up to a block: a connection whose peer never reads
+ * holds at most high_water + the replies of its last turn, not twice that. */
+static int out_reserve(fs_server *s, fs_conn *c, size_t n)
+{
+    if (buf_ensure(s, &c->out) != 0)
+        return -ENOMEM;
+    if (fs_buffer_room(&c->out) >= n)
+        return 0;
+    size_t held = fs_buffer_len(&c->out);
+    size_t limit = SIZE_MAX;
+    if (n <= SIZE_MAX - held && held + n > s->cfg.high_water / 2) {
+        size_t need = held + n > s->cfg.high_water ? held + n : s->cfg.high_water;
+        limit = need + (s->block - need % s->block) % s->block; /* write_limit << SIZE_MAX */
+    }
+    long room = fs_buffer_reserve(&c->out, n, limit);
+    return (room < 0 || (size_t)room < n) ? -ENOMEM : 0;
+}
+
 static void buf_release(fs_server *s, fs_buffer *b)
 {
     if (b->data == NULL)
@@ -1662,7 +1682,7 @@ int fs_conn_write(fs_server *s, fs_conn *c, const void *data, size_t len)
         return -ENOBUFS;
     if (len == 0)
         return 0;
-    if (buf_ensure(s, &c->out) != 0 || fs_buffer_append(&c->out, data, len) != 0)
+    if (out_reserve(s, c, len) != 0 || fs_buffer_append(&c->out, data, len) != 0)
         return -ENOMEM;
     if (!framed(s))
         STAT_ADD(s, frames_out, 1); /* raw mode counts each write as a frame out */
@@ -1699,13 +1719,8 @@ int fs_conn_send_frame(fs_server *s, fs_conn *c, const void *payload, size_t len
     size_t pending = fs_buffer_len(&c->out);
     if (total > s->cfg.write_limit - pending)
         return -ENOBUFS;
-    if (buf_ensure(s, &c->out) != 0)
+    if (out_reserve(s, c, total) != 0)
         return -ENOMEM;
-    if (fs_buffer_room(&c->out) < total) {
-        long room = fs_buffer_reserve(&c->out, total, SIZE_MAX);
-        if (room < 0 || (size_t)room < total)
-            return -ENOMEM;
-    }
     char *end = fs_buffer_end(&c->out);
     memcpy(end, hdr, hlen);
     if (len)
