@@ -19,6 +19,7 @@ benchmark W6 runs it on asyncio and uvloop too).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any, Callable, Optional
 
@@ -30,6 +31,7 @@ STORE: dict[bytes, bytes] = {}
 #: QUIT's reply: the handler closes the connection once it is queued.
 BYE = resp.Reply(b"+OK\r\n")
 NOT_AN_INTEGER = resp.error("ERR value is not an integer or out of range")
+INTEGER = re.compile(rb"-?[0-9]{1,19}")
 
 
 def _wrong_arity(args: list[bytes]) -> resp.Reply:
@@ -69,11 +71,12 @@ def delete(args: list[bytes]) -> Any:
 def incr(args: list[bytes]) -> Any:
     if len(args) != 2:
         return _wrong_arity(args)
-    try:
-        value = int(STORE.get(args[1], b"0")) + 1
-    except ValueError:
+    text = STORE.get(args[1], b"0")
+    # Redis's rule: an optional '-' and digits only (int() would take " 1_0 " or "+1").
+    if not INTEGER.fullmatch(text):
         return NOT_AN_INTEGER
-    if value >= 1 << 63:
+    value = int(text) + 1
+    if not -(1 << 63) <= value < 1 << 63:  # a signed 64-bit integer, before and after
         return NOT_AN_INTEGER
     STORE[args[1]] = b"%d" % value
     return value

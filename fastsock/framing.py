@@ -479,6 +479,8 @@ RESP_ARGS_LIMIT = (1 << (64 - _RESP_OFFSET_BITS)) - 1
 #: Default RESP max_args (Redis's own limit for a command's arguments).
 RESP_DEFAULT_MAX_ARGS = 1024 * 1024
 _DIGITS = frozenset(b"0123456789")
+# An inline line's bytes as b" " (space, tab) or b"x" (any other): its words start at " x".
+_BLANK_MARKS = bytes(32 if c in (9, 32) else 120 for c in range(256))
 
 
 def _too_many_args(count: int, limit: int) -> FrameTooLarge:
@@ -576,11 +578,16 @@ class RESP(Framing):
                     raise FrameTooLarge(max(end - start, limit + 1), limit, f"no end of line within {limit} bytes")
                 return -1, window - start
             stop = at - 1 if at > start and buf[at - 1] == 13 else at
+            # Counted before anything is split (as fs_resp.c counts): one byte per byte, not
+            # one bytes object per word, until the count is known to be within max_args.
+            marks = bytes(buf[start:stop]).translate(_BLANK_MARKS)
+            count = marks.count(b" x") + marks.startswith(b"x")
+            if count > self.max_args:
+                raise _too_many_args(count, self.max_args)
+            if not collect:
+                return at + 1 - start, None
             line = bytes(buf[start:stop])
-            words = [w for w in line.replace(b"\t", b" ").split(b" ") if w]
-            if len(words) > self.max_args:
-                raise _too_many_args(len(words), self.max_args)
-            return at + 1 - start, words
+            return at + 1 - start, [w for w in line.replace(b"\t", b" ").split(b" ") if w]
         head = self._number(buf, start, end, self.max_args, True, True)
         if head is None:
             return -1, 0

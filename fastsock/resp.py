@@ -51,22 +51,31 @@ class Reply(bytes):
 
 
 class Error:
-    """An error reply; `message` starts with its code by convention ("ERR", "WRONGTYPE")."""
+    """An error reply; `message` (str or bytes, no CR or LF) starts with its code by
+    convention ("ERR", "WRONGTYPE"). Immutable: the bytes checked here are what is sent."""
 
-    __slots__ = ("message",)
+    __slots__ = ("_line",)
+    _line: bytes  # the whole encoded reply, b"-<message>\r\n"
 
-    def __init__(self, message: str) -> None:
-        _line(message, "an error message")
-        self.message = message
+    def __init__(self, message: Any) -> None:
+        object.__setattr__(self, "_line", b"-%s\r\n" % _line(message, "an error message"))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("resp.Error is immutable")
+
+    @property
+    def message(self) -> str:
+        """The error's text (decoded as UTF-8)."""
+        return self._line[1:-2].decode("utf-8", "replace")
 
     def __repr__(self) -> str:
         return f"Error({self.message!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Error and other.message == self.message
+        return isinstance(other, Error) and other._line == self._line
 
     def __hash__(self) -> int:
-        return hash(("Error", self.message))
+        return hash(("Error", self._line))
 
 
 def _line(text: Any, what: str) -> bytes:
@@ -124,15 +133,22 @@ def encode(value: Any, max_size: Optional[int] = None) -> bytes:
     if kind is list or kind is tuple:
         return _array(value, max_size)
     if kind is Error:
-        return b"-%s\r\n" % value.message.encode("utf-8")
+        return value._line  # type: ignore[no-any-return]
     if value is None:
         return NULL
+    # Subclasses, by the same rules (checked after the exact types: they are rarer).
     if isinstance(value, Reply):
         return bytes(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _bulk(value, max_size)
+    if isinstance(value, str):
+        return b"+%s\r\n" % _line(str(value), "a simple string")
     if isinstance(value, int):
         return integer(value)
+    if isinstance(value, (list, tuple)):
+        return _array(value, max_size)
+    if isinstance(value, Error):
+        return value._line
     raise TypeError(f"cannot encode {kind.__name__} as a RESP reply (bytes, str, int, list, tuple, "
                     "None, Error or Reply)")
 

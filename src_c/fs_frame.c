@@ -178,7 +178,7 @@ static int scan_delimiter(const fs_framing *f, const char *data, size_t len, fs_
     size_t window = len;
     if (f->max_size + dlen < window)
         window = (size_t)f->max_size + dlen;
-    size_t start = fr->resume < window ? fr->resume : window;
+    size_t start = fr->resume < window ? (size_t)fr->resume : window;
     const char *hit = find(data + start, window - start, f->delim, dlen);
     if (hit == NULL) {
         if (window < len || len >= f->max_size + dlen) {
@@ -207,7 +207,7 @@ int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *f
     FS_ASSERT(data != NULL || len == 0);
     /* 0, or where a scan of a prefix of this range stopped (RESP packs an offset into it) */
     FS_ASSERT(f->kind == FS_FRAMING_RESP || fr->resume <= len);
-    FS_ASSERT(f->kind != FS_FRAMING_RESP || (fr->resume & ((((size_t)1) << FS_RESP_OFFSET_BITS) - 1)) <= len);
+    FS_ASSERT(f->kind != FS_FRAMING_RESP || (fr->resume & ((((uint64_t)1) << FS_RESP_OFFSET_BITS) - 1)) <= len);
     fr->over_args = 0;
     int rc;
     switch (f->kind) {

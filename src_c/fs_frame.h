@@ -48,7 +48,7 @@ typedef struct {
     size_t payload; /* OK: payload bytes to return (with the delimiter when `keep`) */
     size_t total;   /* OK: whole frame length; PARTIAL: total needed if known, else 0 */
     uint64_t size;  /* TOO_LARGE: announced payload size, or bytes scanned without delimiter */
-    size_t resume;  /* in/out: a delimiter search resumes here; set to 0 for a new frame
+    uint64_t resume; /* in/out: a delimiter search resumes here; set to 0 for a new frame
                      * (RESP: an opaque resume point, see fs_resp.h) */
     int over_args;  /* TOO_LARGE, RESP: `size` is an argument count above max_args */
 } fs_frame;

@@ -4,9 +4,7 @@
 
 #include <string.h>
 
-_Static_assert(sizeof(size_t) >= sizeof(uint64_t), "the resume point packs 64 bits into a size_t");
-
-#define OFFSET_MASK ((((size_t)1) << FS_RESP_OFFSET_BITS) - 1)
+#define OFFSET_MASK ((((uint64_t)1) << FS_RESP_OFFSET_BITS) - 1)
 
 static int is_blank(unsigned char c)
 {
@@ -79,7 +77,7 @@ static int scan_inline(const fs_framing *f, const unsigned char *p, size_t len, 
     size_t window = len;
     if (f->max_size < window)
         window = (size_t)f->max_size;
-    size_t start = fr->resume < window ? fr->resume : window;
+    size_t start = fr->resume < window ? (size_t)fr->resume : window;
     const unsigned char *hit = memchr(p + start, '\n', window - start);
     if (hit == NULL) {
         if (len >= f->max_size) {
@@ -117,7 +115,7 @@ static int scan_array(const fs_framing *f, const unsigned char *p, size_t len, f
     }
     uint64_t done = 0;
     if (fr->resume != 0) { /* a previous scan of this command stopped at an argument */
-        pos = fr->resume & OFFSET_MASK;
+        pos = (size_t)(fr->resume & OFFSET_MASK); /* <= len (asserted): fits a size_t */
         done = fr->resume >> FS_RESP_OFFSET_BITS;
         FS_ASSERT(pos <= len && done <= count);
     }
@@ -154,7 +152,7 @@ static int scan_array(const fs_framing *f, const unsigned char *p, size_t len, f
     fr->payload = fr->total = pos;
     return FS_FRAME_OK;
 partial:
-    fr->resume = pos | ((size_t)done << FS_RESP_OFFSET_BITS);
+    fr->resume = (uint64_t)pos | (done << FS_RESP_OFFSET_BITS);
     fr->total = 0;
     return FS_FRAME_PARTIAL;
 }

@@ -115,7 +115,7 @@ struct fs_conn {
     size_t consumed;    /* ... and consumed since: all of it gone means a frame began anew */
     fs_buffer in;
     fs_buffer out;
-    size_t resume;      /* where a partial delimiter scan resumes */
+    uint64_t resume;    /* where a partial scan resumes (fs_frame.resume) */
     void *user;
     fs_conn *touched_next;
     fs_conn *ready_next;

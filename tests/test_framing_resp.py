@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serverutil import Recorder, connect, is_eof, serving, wait_until
-from sockutil import Peer, examples, make_pair, pure_only
+from sockutil import Peer, examples, make_pair, needs_tracemalloc, pure_only
 
 from fastsock import FrameTooLarge, IncompleteReadError, resp
 from fastsock.framing import RESP, RESP_ARGS_LIMIT, RESP_SIZE_LIMIT, FramingError
@@ -380,3 +380,50 @@ def test_server_reply_of_a_bad_type_is_a_handler_error(impl, caplog):
             assert is_eof(sock)
             (conn, exc), = wait_until(rec.closes, what="on_close")
             assert isinstance(exc, TypeError)
+
+
+def test_error_replies_are_checked_once_and_immutable():
+    err = resp.Error(b"ERR bytes ok")
+    assert resp.encode(err) == b"-ERR bytes ok\r\n" and err.message == "ERR bytes ok"
+    with pytest.raises(AttributeError):
+        err.message = "ERR x\r\n+injected"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        err._line = b"-x\r\n"
+    assert resp.Error("E") == resp.Error(b"E") and len({resp.Error("E"), resp.Error(b"E")}) == 1
+
+    class Text(str):
+        pass
+
+    class Code(resp.Error):
+        pass
+
+    assert resp.encode(Text("OK")) == b"+OK\r\n" and resp.encode(Code("ERR c")) == b"-ERR c\r\n"
+
+
+@needs_tracemalloc
+def test_an_inline_line_is_counted_before_it_is_split():
+    """A line of a million words over max_args is refused from its count: no word list built."""
+    import tracemalloc
+
+    framing = RESP(max_size=4 << 20, max_args=10)
+    line = b"a " * (1 << 20) + b"\r\n"
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameTooLarge) as info:
+            framing.decode(line)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.size == 1 << 20 and info.value.limit == 10
+    assert peak < 4 * len(line)  # a list of a million bytes objects would take ~40 MiB
+
+
+def test_server_sends_bytes_whatever_a_framing_subclass_encode_returns(impl):
+    class BytearrayReplies(RESP):
+        def encode(self, value):
+            return bytearray(super().encode(value))
+
+    with serving(impl, lambda conn, args: 12345, framing=BytearrayReplies()) as (server, addr):
+        with connect(addr) as sock:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(100) == b":12345\r\n"

@@ -13,7 +13,9 @@
 
 cimport cython
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBuffer_FillInfo, PyBUF_SIMPLE, PyBUF_WRITABLE
-from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
+from cpython.bytes cimport (
+    PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check, PyBytes_CheckExact,
+)
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_REFCNT
 from libc.errno cimport EPIPE, ENOBUFS, ENOMEM, EMSGSIZE, EINVAL
@@ -227,7 +229,8 @@ cdef class Connection:
     # -- replies ----------------------------------------------------------------------
 
     def send(self, payload):
-        """Frame `payload` (any bytes-like object, copied before this returns) with the
+        """Frame `payload` (any bytes-like object, copied before this returns; on a RESP server
+        any reply value, encoded by fastsock.resp) with the
         server's framing and queue it; it leaves with the other replies of this turn.
         RuntimeError in raw mode (use write); BrokenPipeError if the connection is closed or
         closing (close() was called, or the server half-closed it in a stop: a reply a
@@ -763,7 +766,10 @@ cdef class Server:
         framing.RESP.encode; a Reply as it is."""
         if type(reply) is _Reply:
             return reply
-        return self._framing.encode(reply)
+        data = self._framing.encode(reply)
+        if not PyBytes_Check(data):  # a subclass's encode: the C queue reads bytes only
+            data = bytes(data)
+        return data
 
     cdef int _queue_encoded(self, fs_conn *c, object data) except -1:
         """Queue one reply already encoded whole (`data` bytes or a subclass: a RESP value),

@@ -100,7 +100,7 @@ cdef class Stream:
     cdef Py_ssize_t _write_buffer
     cdef size_t _shrink_at     # an emptied read buffer larger than this gives its memory back
     cdef size_t _wshrink_at    # the same for the write queue (see _streambase.shrink_threshold)
-    cdef size_t _resume        # where a partial delimiter scan resumes, relative to the head
+    cdef uint64_t _resume      # where a partial scan resumes (fs_frame.resume), relative to the head
     cdef int64_t _deadline     # the current call's deadline, computed at its first wait
     cdef bint _eof
     cdef bint _busy

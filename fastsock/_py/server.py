@@ -314,7 +314,8 @@ class Connection:
     # -- replies ----------------------------------------------------------------------
 
     def send(self, payload: Any) -> None:
-        """Frame `payload` (any bytes-like object, copied before this returns) with the
+        """Frame `payload` (any bytes-like object, copied before this returns; on a RESP server
+        any reply value, encoded by fastsock.resp) with the
         server's framing and queue it; it leaves with the other replies of this turn.
         RuntimeError in raw mode (use write); BrokenPipeError if the connection is closed or
         closing (close() was called, or the server half-closed it in a stop: a reply a

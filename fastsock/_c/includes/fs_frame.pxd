@@ -30,7 +30,7 @@ cdef extern from "fs_frame.h" nogil:
         size_t payload
         size_t total
         uint64_t size
-        size_t resume
+        uint64_t resume
         int over_args
 
     int fs_framing_check(const fs_framing *f)
