@@ -73,6 +73,10 @@ def test_redis_cli(server):
     assert cli(server, "INCR", "counter") == "1"
     assert cli(server, "INCR", "counter") == "2"
     assert cli(server, "INCR", "greeting").startswith("ERR value is not an integer")
+    for text in ("9223372036854775807", " 1_0 ", "+1", "-9223372036854775810"):  # Redis refuses each
+        assert cli(server, "SET", "n", text) == "OK"
+        assert cli(server, "INCR", "n").startswith("ERR value is not an integer"), text
+    assert cli(server, "SET", "n", "-5") == "OK" and cli(server, "INCR", "n") == "-4"
     assert cli(server, "EXISTS", "greeting", "counter", "nokey") == "2"
     assert cli(server, "DEL", "greeting", "nokey") == "1"
     assert cli(server, "ECHO", "a\nb") == "a\nb"
