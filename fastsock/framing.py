@@ -27,6 +27,7 @@ __all__ = [
     "FixedLength",
     "AsciiLength",
     "Netstring",
+    "RESP",
     "DEFAULT_MAX_SIZE",
 ]
 
@@ -40,7 +41,7 @@ SIZE_LIMIT = 1 << 60
 _U64_MAX = (1 << 64) - 1
 
 # Kind codes shared with src_c/fs_frame.h (FS_FRAMING_*).
-_LENGTH, _VARINT, _DELIMITER, _FIXED, _ASCII, _NETSTRING = 1, 2, 3, 4, 5, 6
+_LENGTH, _VARINT, _DELIMITER, _FIXED, _ASCII, _NETSTRING, _RESP = 1, 2, 3, 4, 5, 6, 7
 
 #: What `_scan` returns: (header, payload_len, total) for a complete frame, or, when more
 #: bytes are needed, (-1, total, x). `total` is the frame's whole size once its header says
@@ -83,6 +84,9 @@ class Framing:
     - `_scan_many(buf, start, end, resume, limit)`: every complete frame buffered, for
       read_frames(); a loop over `_scan` here, a faster loop in LengthPrefix.
     - `_wrap(payload)`: (header, trailer), the bytes written around a payload.
+    - `_decode_payload`: None, or (RESP) what turns a frame's payload bytes into the object
+      a reader gets; `_scan_many` then returns those objects. `_value_codec`: writes take
+      values that `encode` turns into bytes whole (RESP replies), not payloads to wrap.
     """
 
     __slots__ = ("max_size",)
@@ -90,6 +94,8 @@ class Framing:
     _fields: ClassVar[tuple[str, ...]] = ("max_size",)
     #: Bytes written after every payload.
     _trailer: ClassVar[bytes] = b""
+    _decode_payload: Any = None
+    _value_codec: ClassVar[bool] = False
     max_size: int
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -183,7 +189,8 @@ class Framing:
         header, payload, total = self._scan(buf, 0, len(buf), 0)
         if header < 0:
             return None
-        return buf[header:header + payload], total
+        frame = buf[header:header + payload]
+        return (frame if self._decode_payload is None else self._decode_payload(frame)), total
 
 
 class LengthPrefix(Framing):
@@ -460,3 +467,186 @@ class Netstring(Framing):
                 raise FramingError("netstring does not end with ','")
             return header, size, total
         return -1, 0, 0
+
+
+# RESP: the resume point of a partial command packs (offset of the next argument header,
+# arguments complete before it), as in src_c/fs_resp.h.
+_RESP_OFFSET_BITS = 40
+_RESP_OFFSET_MASK = (1 << _RESP_OFFSET_BITS) - 1
+#: Largest RESP max_size and max_args (the resume point's fields).
+RESP_SIZE_LIMIT = _RESP_OFFSET_MASK
+RESP_ARGS_LIMIT = (1 << (64 - _RESP_OFFSET_BITS)) - 1
+#: Default RESP max_args (Redis's own limit for a command's arguments).
+RESP_DEFAULT_MAX_ARGS = 1024 * 1024
+_DIGITS = frozenset(b"0123456789")
+
+
+def _too_many_args(count: int, limit: int) -> FrameTooLarge:
+    """The error for a RESP command of `count` arguments, above max_args (`limit`)."""
+    return FrameTooLarge(count, limit, f"a command of {count} arguments exceeds max_args={limit}")
+
+
+class RESP(Framing):
+    """Client commands of the Redis protocol: a frame is one command, read as the list of its
+    arguments (bytes), from an array of bulk strings (``*2\r\n$3\r\nGET\r\n$1\r\nk\r\n``, what
+    every client library sends) or an inline line (``GET k\r\n``, split at spaces and tabs,
+    quotes not interpreted). ``*0``, ``*-1`` and an empty line are commands of no arguments.
+
+    `max_size` bounds a whole command in bytes, headers included, and `max_args` its
+    argument count; both are refused as soon as a header's digits pass them, before
+    anything is reserved for the command (FrameTooLarge; `.limit` says which). A header
+    that is not RESP raises FramingError.
+
+    Writing (`Stream.write_frame`, a Server handler's return value, `conn.send`) takes a
+    value and encodes it as a reply by the rules of `fastsock.resp` (bytes: bulk string,
+    str: simple string, int: integer, list: array, `resp.Error`, `resp.NULL`, ...); bulk
+    strings above `max_size` raise FrameTooLarge.
+    """
+
+    __slots__ = ("max_args",)
+    _kind = _RESP
+    _fields = ("max_size", "max_args")
+    _trailer = b"\r\n"  # after a bulk string reply, whose header() is "$<size>\r\n"
+    _value_codec = True
+    max_args: int
+
+    def __init__(self, max_size: Optional[int] = None, max_args: Optional[int] = None) -> None:
+        size = _max_size(max_size, DEFAULT_MAX_SIZE, RESP_SIZE_LIMIT, "RESP")
+        if size < 1:
+            raise ValueError("RESP max_size must be >= 1")
+        args = RESP_DEFAULT_MAX_ARGS if max_args is None else operator.index(max_args)
+        if not 0 <= args <= RESP_ARGS_LIMIT:
+            raise ValueError(f"RESP max_args must be between 0 and {RESP_ARGS_LIMIT}, not {args}")
+        self._set(max_size=size, max_args=args)
+
+    def _encode_length(self, size: int) -> bytes:
+        return b"$%d\r\n" % size
+
+    def encode(self, value: Any) -> bytes:  # type: ignore[override]
+        """The reply encoding `value` (see fastsock.resp.encode; None: the null bulk string)."""
+        from . import resp
+
+        return resp.encode(value, self.max_size)
+
+    # -- decoding ---------------------------------------------------------------------
+    def _number(self, buf: Any, pos: int, end: int, limit: int, null_ok: bool, args: bool) -> Optional[tuple[int, int]]:
+        """The "<type><digits>\r\n" line at buf[pos:end]: (value, offset after it), None if
+        incomplete; FrameTooLarge as soon as the digits pass `limit`. `null_ok`: "-1" is
+        accepted as 0. The same checks, in the same order, as number_line in fs_resp.c."""
+        i = pos + 1
+        neg = null_ok and i < end and buf[i] == 45  # '-'
+        if neg:
+            i += 1
+        digits = i
+        value = 0
+        while i < end and buf[i] in _DIGITS:
+            if i - digits == 19:
+                raise FramingError("RESP length or count longer than 19 digits")
+            value = value * 10 + buf[i] - 48
+            if not neg and value > limit:
+                if args:
+                    raise _too_many_args(value, limit)
+                raise FrameTooLarge(value, limit)
+            i += 1
+        if i == end:
+            return None
+        if i == digits or buf[i] != 13:
+            raise FramingError(f"malformed RESP header {bytes(buf[pos:i + 1])!r}")
+        if i + 1 == end:
+            return None
+        if buf[i + 1] != 10:
+            raise FramingError("RESP header line does not end with CR LF")
+        if neg:
+            if value != 1:
+                raise FramingError("a RESP command count is -1 or >= 0")
+            value = 0
+        return value, i + 2
+
+    def _command(self, buf: Any, start: int, end: int, resume: int, collect: bool) -> tuple[int, Any]:
+        """(total, arguments if collect) for the command at buf[start:end], or (-1, resume)
+        while incomplete (resume: see _RESP_OFFSET_BITS). Raises FrameTooLarge/FramingError."""
+        if start == end:
+            return -1, 0
+        limit = self.max_size
+        if buf[start] != 42:  # '*': else an inline line
+            window = min(end, start + limit)
+            at = buf.find(b"\n", min(start + resume, window), window)
+            if at < 0:
+                if end - start >= limit:
+                    raise FrameTooLarge(max(end - start, limit + 1), limit, f"no end of line within {limit} bytes")
+                return -1, window - start
+            stop = at - 1 if at > start and buf[at - 1] == 13 else at
+            line = bytes(buf[start:stop])
+            words = [w for w in line.replace(b"\t", b" ").split(b" ") if w]
+            if len(words) > self.max_args:
+                raise _too_many_args(len(words), self.max_args)
+            return at + 1 - start, words
+        head = self._number(buf, start, end, self.max_args, True, True)
+        if head is None:
+            return -1, 0
+        count, pos = head
+        done = 0
+        if resume:
+            pos = start + (resume & _RESP_OFFSET_MASK)
+            done = resume >> _RESP_OFFSET_BITS
+        args: list[bytes] = [] if collect else None  # type: ignore[assignment]
+        if collect and done:  # a frame is collected in one call from its start
+            raise AssertionError("RESP arguments are collected from a fresh scan")
+        number = self._number
+        while done < count:
+            if pos >= end:
+                return -1, (pos - start) | (done << _RESP_OFFSET_BITS)
+            if buf[pos] != 36:  # '$'
+                raise FramingError(f"RESP command argument does not start with '$': {bytes(buf[pos:pos + 1])!r}")
+            line = number(buf, pos, end, limit, False, False)
+            if line is None:
+                return -1, (pos - start) | (done << _RESP_OFFSET_BITS)
+            size, body = line
+            stop = body + size
+            if stop + 2 - start > limit:
+                raise FrameTooLarge(stop + 2 - start, limit)
+            if (stop < end and buf[stop] != 13) or (stop + 1 < end and buf[stop + 1] != 10):
+                raise FramingError("RESP bulk string does not end with CR LF")
+            if stop + 2 > end:
+                return -1, (pos - start) | (done << _RESP_OFFSET_BITS)
+            if collect:
+                args.append(bytes(buf[body:stop]))
+            pos = stop + 2
+            done += 1
+        if pos - start > limit:
+            raise FrameTooLarge(pos - start, limit)
+        return pos - start, args
+
+    def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:
+        total, extra = self._command(buf, start, end, resume, False)
+        if total < 0:
+            return -1, 0, extra
+        return 0, total, total
+
+    def _decode_payload(self, data: Any) -> list[bytes]:  # type: ignore[override]
+        """The arguments of one whole command (bytes a _scan accepted)."""
+        total, args = self._command(data, 0, len(data), 0, True)
+        if total != len(data):
+            raise AssertionError("not one whole RESP command")
+        return args  # type: ignore[no-any-return]
+
+    def _scan_many(self, buf: Any, start: int, end: int, resume: int, limit: int) -> ScanMany:
+        # Framing._scan_many's contract, with each command's argument list as its frame.
+        frames: list[Any] = []
+        pos = start
+        command = self._command
+        try:
+            while len(frames) < limit:
+                if resume:  # the first command was partly scanned: finish the scan, then collect
+                    total, extra = command(buf, pos, end, resume, False)
+                    if total < 0:
+                        return frames, pos, extra
+                    resume = 0
+                total, args = command(buf, pos, end, 0, True)
+                if total < 0:
+                    return frames, pos, args
+                frames.append(args)
+                pos += total
+        except (FrameTooLarge, FramingError):
+            resume = 0
+        return frames, pos, resume

@@ -4,11 +4,13 @@
 #endif
 #include "fs_frame.h"
 #include "fs_debug.h"
+#include "fs_resp.h"
 
 #include <errno.h>
 #include <string.h>
 
 static const char COMMA = ',';
+static const char CRLF[] = "\r\n";
 
 int fs_framing_check(const fs_framing *f)
 {
@@ -38,6 +40,10 @@ int fs_framing_check(const fs_framing *f)
     case FS_FRAMING_VARINT:
     case FS_FRAMING_NETSTRING:
         return 0;
+    case FS_FRAMING_RESP:
+        return (f->max_size >= 1 && f->max_size <= FS_RESP_SIZE_LIMIT && f->max_args <= FS_RESP_ARGS_LIMIT)
+                   ? 0
+                   : -EINVAL;
     default:
         return -EINVAL;
     }
@@ -199,7 +205,10 @@ int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *f
 {
     const unsigned char *p = (const unsigned char *)data;
     FS_ASSERT(data != NULL || len == 0);
-    FS_ASSERT(fr->resume <= len); /* 0, or where a scan of a prefix of this range stopped */
+    /* 0, or where a scan of a prefix of this range stopped (RESP packs an offset into it) */
+    FS_ASSERT(f->kind == FS_FRAMING_RESP || fr->resume <= len);
+    FS_ASSERT(f->kind != FS_FRAMING_RESP || (fr->resume & ((((size_t)1) << FS_RESP_OFFSET_BITS) - 1)) <= len);
+    fr->over_args = 0;
     int rc;
     switch (f->kind) {
     case FS_FRAMING_LENGTH:
@@ -220,6 +229,9 @@ int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *f
     case FS_FRAMING_NETSTRING:
         rc = scan_netstring(f, p, len, fr);
         break;
+    case FS_FRAMING_RESP:
+        rc = fs_resp_scan(f, data, len, fr);
+        break;
     default:
         rc = FS_FRAME_MALFORMED;
         break;
@@ -237,8 +249,8 @@ int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *f
     FS_ASSERT(rc != FS_FRAME_OK ||
               fr->payload <= f->max_size + (f->kind == FS_FRAMING_DELIMITER && f->keep ? f->delim_len : 0));
     FS_ASSERT(rc != FS_FRAME_PARTIAL || fr->total == 0 || fr->total > len); /* more is needed */
-    FS_ASSERT(rc != FS_FRAME_PARTIAL || fr->resume <= len);
-    FS_ASSERT(rc != FS_FRAME_TOO_LARGE || fr->size > f->max_size);
+    FS_ASSERT(rc != FS_FRAME_PARTIAL || f->kind == FS_FRAMING_RESP || fr->resume <= len);
+    FS_ASSERT(rc != FS_FRAME_TOO_LARGE || (fr->over_args ? fr->size > f->max_args : fr->size > f->max_size));
     return rc;
 }
 
@@ -296,6 +308,15 @@ int fs_frame_header(const fs_framing *f, const char *payload, size_t plen, char 
         FS_ASSERT(n <= FS_FRAME_HEADER_MAX);
         return 0;
     }
+    case FS_FRAMING_RESP: { /* a bulk string */
+        out[0] = '$';
+        size_t n = 1 + decimal(v, 1, out + 1);
+        out[n++] = '\r';
+        out[n++] = '\n';
+        *hlen = n;
+        FS_ASSERT(n <= FS_FRAME_HEADER_MAX);
+        return 0;
+    }
     case FS_FRAMING_DELIMITER:
         if (plen >= f->delim_len && find(payload, plen, f->delim, f->delim_len) != NULL)
             return FS_FRAME_MALFORMED;
@@ -314,6 +335,10 @@ const char *fs_frame_trailer(const fs_framing *f, size_t *tlen)
     if (f->kind == FS_FRAMING_NETSTRING) {
         *tlen = 1;
         return &COMMA;
+    }
+    if (f->kind == FS_FRAMING_RESP) {
+        *tlen = 2;
+        return CRLF;
     }
     *tlen = 0;
     return "";

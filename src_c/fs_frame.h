@@ -17,6 +17,7 @@ enum {
     FS_FRAMING_FIXED = 4,     /* exactly `max_size` bytes, no header */
     FS_FRAMING_ASCII = 5,     /* length as `width` ASCII digits, zero-padded */
     FS_FRAMING_NETSTRING = 6, /* "<decimal length>:<payload>," */
+    FS_FRAMING_RESP = 7,      /* one Redis protocol command (fs_resp.h); the payload is all of it */
 };
 
 enum {
@@ -39,6 +40,7 @@ typedef struct {
     uint64_t max_size;   /* largest payload (without delimiter); FIXED: the frame length */
     const char *delim;   /* DELIMITER: the delimiter bytes (delim_len >= 1) */
     size_t delim_len;
+    uint64_t max_args;   /* RESP: most arguments in one command */
 } fs_framing;
 
 typedef struct {
@@ -46,7 +48,9 @@ typedef struct {
     size_t payload; /* OK: payload bytes to return (with the delimiter when `keep`) */
     size_t total;   /* OK: whole frame length; PARTIAL: total needed if known, else 0 */
     uint64_t size;  /* TOO_LARGE: announced payload size, or bytes scanned without delimiter */
-    size_t resume;  /* in/out: a delimiter search resumes here; set to 0 for a new frame */
+    size_t resume;  /* in/out: a delimiter search resumes here; set to 0 for a new frame
+                     * (RESP: an opaque resume point, see fs_resp.h) */
+    int over_args;  /* TOO_LARGE, RESP: `size` is an argument count above max_args */
 } fs_frame;
 
 /* 0 when the framing's fields are consistent, else -EINVAL. */
@@ -57,7 +61,8 @@ int fs_framing_check(const fs_framing *f);
  * (grown) range left there. */
 int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *fr);
 
-/* Encode the header for `payload` into out[FS_FRAME_HEADER_MAX]; *hlen gets its length.
+/* Encode the header for `payload` into out[FS_FRAME_HEADER_MAX]; *hlen gets its length
+ * (RESP: a bulk string reply's "$<length>\r\n", and the trailer is "\r\n").
  * Returns 0, FS_FRAME_TOO_LARGE (above max_size) or FS_FRAME_MALFORMED (a fixed-length
  * payload of the wrong size, or a payload containing the delimiter). */
 int fs_frame_header(const fs_framing *f, const char *payload, size_t plen, char *out, size_t *hlen);

@@ -395,6 +395,7 @@ static int reason_is_error(int reason, uint64_t size)
     case FS_CLOSE_IDLE:
     case FS_CLOSE_FRAME_TIMEOUT:
     case FS_CLOSE_TOO_LARGE:
+    case FS_CLOSE_TOO_MANY_ARGS:
     case FS_CLOSE_BUFFER_FULL:
     case FS_CLOSE_MALFORMED:
         return 1;
@@ -414,8 +415,8 @@ static void do_close(fs_server *s, fs_conn *c, int reason, int err, uint64_t siz
             size = c->size;
         }
     }
-    if (reason == FS_CLOSE_LOCAL || reason == FS_CLOSE_TOO_LARGE || reason == FS_CLOSE_BUFFER_FULL ||
-        reason == FS_CLOSE_MALFORMED || reason == FS_CLOSE_FRAME_TIMEOUT) {
+    if (reason == FS_CLOSE_LOCAL || reason == FS_CLOSE_TOO_LARGE || reason == FS_CLOSE_TOO_MANY_ARGS ||
+        reason == FS_CLOSE_BUFFER_FULL || reason == FS_CLOSE_MALFORMED || reason == FS_CLOSE_FRAME_TIMEOUT) {
         /* Read what the peer sent and we never will use: closing a socket with unread input
          * makes the kernel reset the connection, and a reset can destroy replies the peer
          * has not read yet. */
@@ -522,7 +523,8 @@ static int has_frame(fs_server *s, fs_conn *c)
     return rc == FS_FRAME_OK;
 }
 
-/* reason: FS_CLOSE_TOO_LARGE (above max_size) or FS_CLOSE_BUFFER_FULL (above max_buffer) */
+/* reason: FS_CLOSE_TOO_LARGE (above max_size), FS_CLOSE_TOO_MANY_ARGS (above a RESP
+ * max_args) or FS_CLOSE_BUFFER_FULL (above max_buffer) */
 static void frame_too_large(fs_server *s, fs_conn *c, int reason, uint64_t size)
 {
     STAT_ADD(s, errors, 1);
@@ -1562,7 +1564,10 @@ static int next_frame(fs_server *s, fs_conn *c, const char **payload, size_t *le
             refuse(s, c, FS_CLOSE_BUFFER_FULL, held, defer);
         return 0;
     }
-    refuse(s, c, rc == FS_FRAME_TOO_LARGE ? FS_CLOSE_TOO_LARGE : FS_CLOSE_MALFORMED, fr.size, defer);
+    int reason = rc != FS_FRAME_TOO_LARGE ? FS_CLOSE_MALFORMED
+                 : fr.over_args         ? FS_CLOSE_TOO_MANY_ARGS
+                                        : FS_CLOSE_TOO_LARGE;
+    refuse(s, c, reason, fr.size, defer);
     return 0;
 }
 

@@ -93,6 +93,7 @@ enum {
     FS_CLOSE_STOP_TIMEOUT = 10, /* graceful stop: the grace period ended before the half-close */
     FS_CLOSE_SERVER = 11,       /* fs_server_abort_all */
     FS_CLOSE_BUFFER_FULL = 12,  /* a frame that cannot fit max_buffer; size = its size */
+    FS_CLOSE_TOO_MANY_ARGS = 13, /* a RESP command of more than max_args; size = its count */
 };
 /* A connection that was already closing keeps its first reason (IDLE, ERROR, ... found
  * afterwards are not reported), except that the end of a stop's grace replaces an orderly

@@ -4,7 +4,8 @@
 #
 # Defined here: deadline_of, io_error, raise_ebadf, after_eintr, attach, size_arg, use_lowat,
 # framing_to_c (a framing object as src_c's fs_framing: the Stream's and the Server's),
-# IncompleteReadError, and the PEP 475 loops around src_c/fs_io, one per call shape (the GIL
+# frame_object (what a reader of a frame gets: its payload bytes, or a RESP command's
+# argument list), IncompleteReadError, and the PEP 475 loops around src_c/fs_io, one per call shape (the GIL
 # released; -EINTR runs the signal handlers, which may raise, then the call resumes where it
 # stopped): io_recv_some, io_recv_exact, io_send_all, io_sendv_all.
 
@@ -19,8 +20,10 @@ from fastsock._c.includes.fs_io cimport (
     iovec, FS_BLOCK, FS_ERR_TIMEOUT, FS_ERR_EOF, fs_deadline_from_timeout,
     fs_send_all, fs_sendv_all, fs_recv_exact, fs_recv_some,
 )
+from cpython.bytes cimport PyBytes_FromStringAndSize as _io_bytes
 from fastsock._c.includes.fs_frame cimport (
     fs_framing, fs_framing_check, FS_FRAMING_LENGTH, FS_FRAMING_DELIMITER, FS_FRAMING_ASCII,
+    FS_FRAMING_RESP, fs_resp_args, fs_resp_args_begin, fs_resp_args_next,
 )
 
 import operator as _operator
@@ -108,9 +111,36 @@ cdef object framing_to_c(object framing, fs_framing *f):
         f.delim = <const char *>delim
         f.delim_len = len(delim)
         f.keep = framing.keep
+    elif f.kind == FS_FRAMING_RESP:
+        f.max_args = <uint64_t>framing.max_args
     if fs_framing_check(f) != 0:
         raise ValueError(f"inconsistent framing {framing!r}")
     return delim
+
+
+cdef list resp_args(const char *p, size_t n):
+    """The arguments of the RESP command p[0 .. n), which fs_frame_scan accepted whole."""
+    cdef fs_resp_args it
+    cdef const char *arg
+    cdef size_t alen
+    cdef int rc
+    cdef list out = []
+    if fs_resp_args_begin(&it, p, n) < 0:
+        raise SystemError("src_c accepted a RESP command that its argument reader refuses")
+    while True:
+        rc = fs_resp_args_next(&it, &arg, &alen)
+        if rc == 0:
+            return out
+        if rc < 0:
+            raise SystemError("src_c accepted a RESP command that its argument reader refuses")
+        out.append(_io_bytes(arg, <Py_ssize_t>alen))
+
+
+cdef inline object frame_object(const fs_framing *f, const char *p, size_t n):
+    """What a frame's reader gets for the payload p[0 .. n): bytes, or (RESP) the argument list."""
+    if f.kind == FS_FRAMING_RESP:
+        return resp_args(p, n)
+    return _io_bytes(p, <Py_ssize_t>n)
 
 
 cdef inline bint use_lowat(object sock, Py_ssize_t size):

@@ -72,6 +72,7 @@ from fastsock.framing import (
     FramingError as FramingError,
     LengthPrefix as LengthPrefix,
     Netstring as Netstring,
+    RESP as RESP,
     Varint as Varint,
 )
 

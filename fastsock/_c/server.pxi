@@ -22,7 +22,7 @@ from libc.stdlib cimport free
 from libc.string cimport strerror
 
 from fastsock._c.includes.fs_frame cimport (
-    fs_framing, fs_frame_header, fs_frame_trailer, FS_FRAME_HEADER_MAX, FS_FRAMING_FIXED,
+    fs_framing, fs_frame_header, fs_frame_trailer, FS_FRAME_HEADER_MAX, FS_FRAMING_FIXED, FS_FRAMING_RESP,
 )
 from fastsock._c.includes.fs_server cimport *
 
@@ -74,7 +74,8 @@ from fastsock import _serverbase as _sb
 from fastsock._errors import (
     FrameTimeout, FrameTooLarge as _FrameTooLarge, IdleTimeout, IncompleteReadError as _IncompleteReadError,
 )
-from fastsock.framing import FramingError as _ServerFramingError
+from fastsock.framing import FramingError as _ServerFramingError, _too_many_args as _server_too_many_args
+from fastsock.resp import Reply as _Reply
 
 SERVER_ALL = ["Server", "Connection", "serve", "IdleTimeout", "FrameTimeout"]
 
@@ -746,6 +747,8 @@ cdef class Server:
             if rc:
                 self._raise_queue_error(rc, PyBytes_GET_SIZE(reply))
             return 0
+        if self._f.kind == FS_FRAMING_RESP:  # any reply value (bytes were a bulk string, above)
+            return self._queue_encoded(c, self._resp_reply(reply))
         _get_buffer(reply, &view, "a reply")
         try:
             rc = fs_conn_send_frame(self._srv, c, view.buf, <size_t>view.len)
@@ -755,9 +758,27 @@ cdef class Server:
             PyBuffer_Release(&view)
         return 0
 
+    cdef inline object _resp_reply(self, object reply):
+        """A RESP server's reply value, encoded: bytes or a Reply (a bytes subclass), by
+        framing.RESP.encode; a Reply as it is."""
+        if type(reply) is _Reply:
+            return reply
+        return self._framing.encode(reply)
+
+    cdef int _queue_encoded(self, fs_conn *c, object data) except -1:
+        """Queue one reply already encoded whole (`data` bytes or a subclass: a RESP value),
+        counted as a frame out."""
+        cdef int rc = fs_conn_write(self._srv, c, PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+        if rc:
+            self._raise_queue_error(rc, PyBytes_GET_SIZE(data))
+        fs_server_stats_add(self._srv, FS_STAT_FRAMES_OUT, 1)
+        return 0
+
     cdef bytes _framed_bytes(self, object payload):
         """header + payload + trailer as one bytes object (any thread: the framing is fixed)."""
         cdef Py_buffer view
+        if self._f.kind == FS_FRAMING_RESP:
+            return bytes(self._resp_reply(payload))
         cdef char hdr[FS_FRAME_HEADER_MAX]
         cdef size_t hlen = 0, tlen = 0
         cdef const char *trailer = fs_frame_trailer(&self._f, &tlen)
@@ -851,6 +872,8 @@ cdef class Server:
                                 f"(frame_timeout {self._options.frame_timeout:g} s)")
         if reason == FS_CLOSE_TOO_LARGE:
             return _FrameTooLarge(ev.size, self._f.max_size)
+        if reason == FS_CLOSE_TOO_MANY_ARGS:
+            return _server_too_many_args(ev.size, self._f.max_args)
         if reason == FS_CLOSE_BUFFER_FULL:
             return _FrameTooLarge(ev.size, self._cfg.max_buffer,
                                   f"a frame of {ev.size} bytes cannot fit the connection's max_buffer of "
@@ -922,7 +945,7 @@ cdef class Server:
         while True:  # the try is entered once per run of frames, not once per frame
             try:
                 while fs_conn_next_frame(srv, c, &p, &n):
-                    frame = PyBytes_FromStringAndSize(p, <Py_ssize_t>n)
+                    frame = frame_object(&self._f, p, n)
                     reply = handler(conn, frame)
                     if reply is not None:
                         self._queue_reply(c, reply)
@@ -939,7 +962,7 @@ cdef class Server:
         # once the batch's replies are queued, as per frame: its close is deferred to here.
         try:
             while fs_conn_next_frame_deferred(srv, c, &p, &n):
-                batch.append(PyBytes_FromStringAndSize(p, <Py_ssize_t>n))
+                batch.append(frame_object(&self._f, p, n))
             if not batch:
                 fs_conn_refuse_pending(srv, c)  # a refused first frame: no handler call
                 return 0

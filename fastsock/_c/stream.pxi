@@ -25,7 +25,7 @@ from fastsock._c.includes.fs_frame cimport (
     fs_framing, fs_frame, fs_framing_check, fs_frame_scan, fs_frame_header, fs_frame_trailer,
     fs_find_any, FS_FRAME_OK, FS_FRAME_PARTIAL, FS_FRAME_TOO_LARGE, FS_FRAME_HEADER_MAX,
     FS_FRAMING_LENGTH, FS_FRAMING_VARINT, FS_FRAMING_DELIMITER, FS_FRAMING_FIXED, FS_FRAMING_ASCII,
-    FS_FRAMING_NETSTRING,
+    FS_FRAMING_NETSTRING, FS_FRAMING_RESP,
 )
 
 cdef extern from "Python.h":
@@ -37,7 +37,7 @@ cdef extern from "Python.h":
 import socket as _stream_stdsocket
 
 from fastsock import framing as _framing_mod
-from fastsock.framing import FramingError as _FramingError
+from fastsock.framing import FramingError as _FramingError, _too_many_args
 from fastsock._errors import FrameTooLarge
 from fastsock import _streambase
 
@@ -52,12 +52,14 @@ Delimiter = _framing_mod.Delimiter
 FixedLength = _framing_mod.FixedLength
 AsciiLength = _framing_mod.AsciiLength
 Netstring = _framing_mod.Netstring
+RESP = _framing_mod.RESP
 DEFAULT_MAX_SIZE = _framing_mod.DEFAULT_MAX_SIZE
 
 # fs_frame.h's kind codes must equal the framings' _kind (set_framing copies one to the other).
 assert LengthPrefix._kind == FS_FRAMING_LENGTH and Varint._kind == FS_FRAMING_VARINT
 assert Delimiter._kind == FS_FRAMING_DELIMITER and FixedLength._kind == FS_FRAMING_FIXED
 assert AsciiLength._kind == FS_FRAMING_ASCII and Netstring._kind == FS_FRAMING_NETSTRING
+assert RESP._kind == FS_FRAMING_RESP
 
 cdef size_t COPY_MAX = _streambase.COPY_MAX
 # Read-buffer memory, one rule with the pure Stream (see _streambase): a large frame's memory
@@ -232,6 +234,8 @@ cdef class Stream:
             raise
 
     cdef int _frame_error(self, int rc, fs_frame *fr) except -1:
+        if rc == FS_FRAME_TOO_LARGE and fr.over_args:
+            raise _too_many_args(fr.size, self._f.max_args)
         if rc == FS_FRAME_TOO_LARGE:
             raise FrameTooLarge(fr.size, self._f.max_size)
         raise _FramingError(f"the buffered bytes do not start a valid {type(self._framing).__name__} frame")
@@ -251,7 +255,7 @@ cdef class Stream:
             fr.resume = self._resume
             rc = fs_frame_scan(&self._f, fs_buffer_start(&self._r), held, &fr)
             if rc == FS_FRAME_OK:
-                out = PyBytes_FromStringAndSize(fs_buffer_start(&self._r) + fr.header, <Py_ssize_t>fr.payload)
+                out = frame_object(&self._f, fs_buffer_start(&self._r) + fr.header, fr.payload)
                 self._consume(fr.total)
                 return out
             if rc != FS_FRAME_PARTIAL:
@@ -330,7 +334,7 @@ cdef class Stream:
             rc = fs_frame_scan(&self._f, p + used, left - used, &fr)
             if rc != FS_FRAME_OK:
                 break
-            out.append(PyBytes_FromStringAndSize(p + used + fr.header, <Py_ssize_t>fr.payload))
+            out.append(frame_object(&self._f, p + used + fr.header, fr.payload))
             used += fr.total
             count += 1
             fr.resume = 0
@@ -808,6 +812,8 @@ cdef class Stream:
         cdef char hdr[FS_FRAME_HEADER_MAX]
         cdef size_t hlen, tlen, size
         cdef const char *trailer
+        if self._f.kind == FS_FRAMING_RESP:  # a value, encoded as a reply (see framing.RESP)
+            return self.write(self._framing.encode(payload))
         PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
         try:
             self._enter()
@@ -837,6 +843,9 @@ cdef class Stream:
         """Queue one frame per payload; if they do not fit the write queue, send the queue and
         every frame with one gather syscall (small payloads copied together, large ones sent
         from their own memory). Every payload is validated before anything is sent."""
+        if self._f.kind == FS_FRAMING_RESP:  # values, each encoded as a reply
+            encode = self._framing.encode
+            return self.writelines([encode(value) for value in payloads])
         self._enter()
         try:
             self._need_framing()

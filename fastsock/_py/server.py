@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional, Union
 from .. import _serverbase as _sb
 from .._errors import FrameTimeout, FrameTooLarge, IdleTimeout, IncompleteReadError
 from ..framing import Framing, FramingError
+from ..resp import Reply
 from .poller import ERROR, HANGUP, READ, WRITE, Poller
 
 __all__ = ["Server", "Connection", "serve", "IdleTimeout", "FrameTimeout"]
@@ -192,6 +193,13 @@ def _as_buffer(payload: Any, what: str) -> Bytes:
 def _encoder_for(framing: Framing) -> Callable[[Any], tuple[Bytes, bytes, bytes]]:
     """encode(payload) -> (payload as a buffer, header, trailer): what a framed reply
     appends to the output (TypeError, FrameTooLarge, FramingError for a bad payload)."""
+    if framing._value_codec:  # RESP: any reply value, encoded whole
+        encode_value = framing.encode
+
+        def encode_reply(value: Any) -> tuple[Bytes, bytes, bytes]:
+            return (value if type(value) is Reply else encode_value(value)), b"", b""
+
+        return encode_reply
     codec = framing._length_struct
     if codec is not None:  # a binary length header: encoded inline
         pack = codec.pack

@@ -87,6 +87,7 @@ from ..framing import (  # noqa: F401  (re-exported: one set of framings for bot
     FramingError,
     LengthPrefix,
     Netstring,
+    RESP,
     Varint,
 )
 from .socket import (
@@ -403,7 +404,10 @@ class Stream:
                 header, need, extra = framing._scan(self._rbuf, head, self._rtail, self._resume)
                 if header >= 0:  # (header, payload, total)
                     start = head + header
-                    return bytes(self._rview[start:start + need]), extra
+                    frame = bytes(self._rview[start:start + need])
+                    if framing._decode_payload is not None:  # RESP: the argument list
+                        return framing._decode_payload(frame), extra
+                    return frame, extra
             else:
                 header, need, extra = self._lead  # what the framing needs before any byte
                 if not need and not self._eof:
@@ -1044,6 +1048,9 @@ class Stream:
         out at once with header and queue in one sendmsg. Raises FrameTooLarge above the
         framing's max_size, FramingError for a payload it cannot carry; failures of the
         send itself keep the unsent bytes queued (see write)."""
+        framing = self._framing
+        if framing is not None and framing._value_codec:  # RESP: a value, encoded as a reply
+            return self.write(framing.encode(payload))
         view = payload if type(payload) is bytes else _readable_view(payload)
         while self._blocked:
             self._refuse()
@@ -1074,6 +1081,10 @@ class Stream:
         """Queue one frame per payload; if they do not fit the write queue, send the queue and
         every frame with one gather send (small payloads joined, large ones sent from their
         own memory). Every payload is validated before anything is sent."""
+        framing = self._framing
+        if framing is not None and framing._value_codec:  # RESP: values, each encoded as a reply
+            encode = framing.encode
+            return self.writelines([encode(value) for value in payloads])
         while self._blocked:
             self._refuse()
         self._blocked = _IN_USE

@@ -53,6 +53,7 @@ cdef extern from "fs_server.h" nogil:
         FS_CLOSE_STOP_TIMEOUT
         FS_CLOSE_SERVER
         FS_CLOSE_BUFFER_FULL
+        FS_CLOSE_TOO_MANY_ARGS
 
     ctypedef struct fs_server_event:
         int type
