@@ -226,7 +226,7 @@ def test_python_load_generator(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     js = tmp_path / "out.json"
     out = run_bench(["--quick", "--scale", "0.01", "--repeat", "1", "--client", "python", "-i", "c,stdlib-best",
-                     "--json", str(js)], tag)
+                     "-w", ",".join(OWN_TOOLS), "--json", str(js)], tag)  # W6's clients are the tools
     assert out.returncode == 0, out.stdout + out.stderr
     data = json.loads(js.read_text())
     assert data["load_generator"] == "python"
