@@ -522,7 +522,7 @@ class RESP(Framing):
     def _encode_length(self, size: int) -> bytes:
         return b"$%d\r\n" % size
 
-    def encode(self, value: Any) -> bytes:  # type: ignore[override]
+    def encode(self, value: Any) -> bytes:
         """The reply encoding `value` (see fastsock.resp.encode; None: the null bulk string)."""
         from . import resp
 
@@ -598,10 +598,10 @@ class RESP(Framing):
                 return -1, (pos - start) | (done << _RESP_OFFSET_BITS)
             if buf[pos] != 36:  # '$'
                 raise FramingError(f"RESP command argument does not start with '$': {bytes(buf[pos:pos + 1])!r}")
-            line = number(buf, pos, end, limit, False, False)
-            if line is None:
+            sized = number(buf, pos, end, limit, False, False)
+            if sized is None:
                 return -1, (pos - start) | (done << _RESP_OFFSET_BITS)
-            size, body = line
+            size, body = sized
             stop = body + size
             if stop + 2 - start > limit:
                 raise FrameTooLarge(stop + 2 - start, limit)
@@ -623,7 +623,7 @@ class RESP(Framing):
             return -1, 0, extra
         return 0, total, total
 
-    def _decode_payload(self, data: Any) -> list[bytes]:  # type: ignore[override]
+    def _decode_payload(self, data: Any) -> list[bytes]:
         """The arguments of one whole command (bytes a _scan accepted)."""
         total, args = self._command(data, 0, len(data), 0, True)
         if total != len(data):

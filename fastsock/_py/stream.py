@@ -80,6 +80,7 @@ from .. import framing as _framing_mod
 from .._errors import FrameTooLarge, IncompleteReadError
 from ..framing import (  # noqa: F401  (re-exported: one set of framings for both backends)
     DEFAULT_MAX_SIZE,
+    RESP,
     AsciiLength,
     Delimiter,
     FixedLength,
@@ -87,7 +88,6 @@ from ..framing import (  # noqa: F401  (re-exported: one set of framings for bot
     FramingError,
     LengthPrefix,
     Netstring,
-    RESP,
     Varint,
 )
 from .socket import (
