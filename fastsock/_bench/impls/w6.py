@@ -1,10 +1,10 @@
 """W6 real protocols, real clients: RESP and HTTP/1.1 servers with the examples' protocol code;
 they run until terminated, and the runner reads their CPU clock around the load generator's run.
 
-- fastsock Server (C and python backends): the examples' own handlers, on the Server the
-  examples build: examples/resp_server.py's batch handler on `fastsock.Server(handler,
-  framing=fastsock.RESP(), batch=True)`, examples/http_server.py's raw handler on
-  `fastsock.Server(handler)` (framing=None).
+- fastsock Server (C and python backends): the example's own server, `make_server()` (with
+  Server's defaults: one process), else its handler on the Server the example describes:
+  examples/resp_server.py's batch handler on `fastsock.Server(handler, framing=fastsock.RESP(),
+  batch=True)`, examples/http_server.py's raw handler on `fastsock.Server(handler)`.
 - stdlib selectors, asyncio Protocol and uvloop Protocol: one `respond(buf) -> (consumed,
   replies, close)` per protocol, called on every read: for HTTP the example's `respond`; for
   RESP the plain-Python parser of respparse feeding the example's `execute`, replies encoded by
@@ -162,12 +162,15 @@ def asyncio_protocol(kind: str) -> Callable[..., Any]:
 
 
 def fastsock_server(listener: socket.socket, p: dict[str, Any], meter: Meter) -> dict[str, Any]:
-    """The example's handler on fastsock.Server (RESP: batch mode on fastsock.RESP frames)."""
+    """The example's server: its make_server() when it has one, else its handler on
+    fastsock.Server (RESP: batch mode on fastsock.RESP frames; HTTP: raw mode)."""
     fastsock = fastsock_api()
     mod, reason = _example(p["variant"], "server")
     if mod is None:
         raise RuntimeError(reason)
-    if p["variant"] == "resp":
+    if hasattr(mod, "make_server"):
+        server = mod.make_server()
+    elif p["variant"] == "resp":
         server = fastsock.Server(mod.handler, framing=fastsock.RESP(), batch=True)
     else:
         server = fastsock.Server(mod.handler)
