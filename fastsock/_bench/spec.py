@@ -168,7 +168,7 @@ WORKLOADS: dict[str, Workload] = {
             # requests: redis-benchmark -n (per test; -t ping,set,get runs 4 tests: PING_INLINE,
             # PING_MBULK, SET, GET); seconds: wrk -d (whole seconds, at least 1)
             "W6", "real protocols, real clients", "requests/s", 1.0, "µs/req", 1e6,
-            full={"requests": 500_000, "resp_conns": 50, "pipeline": 16, "seconds": 5, "http_conns": 100},
+            full={"requests": 300_000, "resp_conns": 50, "pipeline": 16, "seconds": 5, "http_conns": 100},
             quick={"requests": 25_000, "resp_conns": 50, "pipeline": 16, "seconds": 1, "http_conns": 100},
             limit_s=120,
             impls=("c", "fastsock-server", "fastsock-server-pure", "stdlib-best", "asyncio-protocol",
