@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help=f"compare fastsock with the stdlib, asyncio, uvloop, gevent and C on workloads {keys}",
         description=f"Runs the workloads {keys} for every available implementation, each server in its own "
-        "process with a C load generator on another core, and prints one table per workload with the "
-        "ratios to stdlib best and to C.",
+        "process with a C load generator on another core (W6: redis-benchmark and wrk, when installed, against "
+        "the examples' RESP and HTTP code and against redis-server and nginx), and prints one table per "
+        "workload with the ratios to stdlib best and to C.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="implementations: " + ", ".join(IMPLS) + "\nworkloads: " + wl_help,
     )
@@ -99,7 +100,8 @@ def cmd_list() -> int:
     from ._bench.spec import IMPLS, WORKLOADS, label
 
     for w in WORKLOADS.values():
-        print(f"{w.key} {w.name}: " + ", ".join(f"{i} ({label(w.key, i)})" for i in w.impls))
+        for table in [f"{w.key}-{v}" for v in w.variants] or [w.key]:
+            print(f"{table} {w.name}: " + ", ".join(f"{i} ({label(table, i)})" for i in w.impls))
     print("implementations: " + ", ".join(IMPLS))
     return 0
 

@@ -127,8 +127,8 @@ def test_every_workload_lists_known_implementations_with_c_and_stdlib_best() -> 
         assert set(wl.impls) <= set(IMPLS)
         assert "c" in wl.impls and "stdlib-best" in wl.impls
         assert any(IMPLS[i].fastsock for i in wl.impls), wl.key
-        assert wl.kind in ("single", "points", "memory")
-    for key in ("W4", "W5", "M1"):  # the Server rows (Unavailable until fastsock.Server is built)
+        assert wl.kind in ("single", "points", "memory", "tool")
+    for key in ("W4", "W5", "M1", "W6"):  # the Server rows (Unavailable until fastsock.Server is built)
         assert {"fastsock-server", "fastsock-server-pure"} <= set(WORKLOADS[key].impls)
     assert "fastsock-server-batch" in WORKLOADS["W5"].impls
     assert {"fastsock", "fastsock-pure"} <= set(WORKLOADS["W4"].impls)  # the Selector rows stay
@@ -164,12 +164,16 @@ def test_c_reference_compiles_into_the_cache(tmp_path: Path, monkeypatch: pytest
 # ---------------------------------------------------------------- smoke runs
 
 
+# W6 drives the standard tools (redis-benchmark, wrk) for seconds per row: test_bench_w6.py runs it
+OWN_TOOLS = [w for w in WORKLOADS if WORKLOADS[w].kind != "tool"]
+
+
 @pytest.mark.timeout(180)
 def test_smoke_run_of_every_workload_on_both_backends(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     js, md = tmp_path / "out.json", tmp_path / "out.md"
-    out = run_bench(["--quick", "--scale", "0.01", "--repeat", "1", "--json", str(js), "--markdown", str(md)],
-                    tag, timeout=170)
+    out = run_bench(["--quick", "--scale", "0.01", "--repeat", "1", "-w", ",".join(OWN_TOOLS), "--json", str(js),
+                     "--markdown", str(md)], tag, timeout=170)
     assert out.returncode == 0, out.stdout + out.stderr
     assert tagged_pids(tag) == []
     data = json.loads(js.read_text())
@@ -222,7 +226,7 @@ def test_python_load_generator(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex
     js = tmp_path / "out.json"
     out = run_bench(["--quick", "--scale", "0.01", "--repeat", "1", "--client", "python", "-i", "c,stdlib-best",
-                     "--json", str(js)], tag)
+                     "-w", ",".join(OWN_TOOLS), "--json", str(js)], tag)  # W6's clients are the tools
     assert out.returncode == 0, out.stdout + out.stderr
     data = json.loads(js.read_text())
     assert data["load_generator"] == "python"

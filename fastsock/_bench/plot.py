@@ -53,16 +53,17 @@ def plot(plan: Plan, summary: dict[str, Any], path: str, title: str) -> None:
         errs = [[table[i]["median"] - table[i]["min"] for i in impls],
                 [table[i]["max"] - table[i]["median"] for i in impls]]
         colors = ["#d9480f" if IMPLS[i].fastsock else "#868e96" for i in impls]
-        ax.barh([label(case.workload, i) for i in impls], values, xerr=errs, color=colors, capsize=2)
+        ax.barh([label(case.key, i) for i in impls], values, xerr=errs, color=colors, capsize=2)
         right = max(max(table[i]["max"] for i in table), 1e-9)
         left = min(0.0, min(table[i]["min"] for i in table) * 1.06)  # M1's RSS can shrink
         if REFERENCE in table:
-            ax.axvline(table[REFERENCE]["median"], color="#1c7ed6", linestyle="--", label="C reference")
+            ax.axvline(table[REFERENCE]["median"], color="#1c7ed6", linestyle="--", label=label(case.key, REFERENCE))
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xlim(left, right * 1.06)
         where = "same core" if case.placement == "same" else "2 cores"
         conns = f", {point} connections" if point is not None else ""
-        ax.set_title(f"{wl.key} {wl.name}{conns} ({where})", fontsize=9)
+        variant = f" {case.variant.upper()}" if case.variant else ""
+        ax.set_title(f"{wl.key} {wl.name}{variant}{conns} ({where})", fontsize=9)
         better = "; lower is better" if wl.kind == "memory" else ""
         ax.set_xlabel(f"{wl.metric} (median, bars: min-max{better})", fontsize=8)
         ax.tick_params(labelsize=8)

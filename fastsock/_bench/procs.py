@@ -124,6 +124,34 @@ class Child:
                 if left <= TICK:
                     return None
 
+    def wait_cpu(self, deadline: float) -> tuple[Optional[int], float]:
+        """(exit status, CPU seconds the child used: user+sys of all its threads, from
+        wait4), or (None, -1.0) if it is still running at `deadline`; -1.0 as the CPU when the
+        child was reaped before."""
+        while True:
+            if self.proc.returncode is not None:
+                return self.proc.returncode, -1.0
+            try:
+                pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.proc.poll(), -1.0
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                return self.proc.returncode, usage.ru_utime + usage.ru_stime
+            if time.monotonic() >= deadline:
+                return None, -1.0
+            time.sleep(0.01)
+            _tick()
+
+    def read_all(self, deadline: float) -> Optional[str]:
+        """Every stdout line until EOF, joined; None if `deadline` passes first."""
+        lines: list[str] = []
+        while True:
+            line = self.read_line(deadline)
+            if line is None:
+                return "\n".join(lines) if self._eof else None
+            lines.append(line)
+
     def running(self) -> bool:
         return self.proc.poll() is None
 

@@ -58,7 +58,7 @@ class Progress:
         case, impl, rep = task
         elapsed = time.monotonic() - self.t0
         name = case.key.replace("-same-core", " same-core")
-        what = f"[{index + 1}/{len(self.estimates)}] {name} {label(case.workload, impl)} #{rep + 1}/{self.repeat}"
+        what = f"[{index + 1}/{len(self.estimates)}] {name} {label(case.key, impl)} #{rep + 1}/{self.repeat}"
         timing = f"elapsed {_fmt_s(elapsed)}, ~{_fmt_s(self.remaining(index + (phase == 'done')))} left"
         if self.tty:
             text = f"{what}  {timing}"

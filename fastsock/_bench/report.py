@@ -113,7 +113,7 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
     wl = WORKLOADS[case.workload]
     if wl.kind == "memory":
         return memory_rows(plan, summary, case)
-    latency = case.workload == "W2" or wl.kind == "points"
+    latency = case.workload == "W2" or wl.kind in ("points", "tool")
     head = ["implementation", f"{wl.metric} (median)", "min-max", "vs stdlib best", "vs C",
             f"server CPU {wl.cpu_unit}", "CPU/op vs C", "server CPU %", "client CPU %"]
     if latency:
@@ -125,7 +125,7 @@ def table_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[st
     first = True
     for point, table in summary[case.key].items():
         for row in rows:
-            name = label(case.workload, row.impl)
+            name = label(case.key, row.impl)
             s = table.get(row.impl)
             lead = [str(point)] if wl.kind == "points" else []
             if s is None:
@@ -156,7 +156,7 @@ def memory_rows(plan: Plan, summary: dict[str, Any], case: Case) -> tuple[list[s
     for (ck, _), row in plan.rows.items():
         if ck != case.key:
             continue
-        name = label(case.workload, row.impl)
+        name = label(case.key, row.impl)
         s = table.get(row.impl)
         if s is None:
             body.append(StatusRow([name], f"{row.status}: {row.reason}"[:160]))
@@ -232,7 +232,7 @@ def _memory_sentence(plan: Plan, summary: dict[str, Any]) -> list[str]:
         if wl.kind != "memory" or not table:
             continue
         conns = max((s.get("ops") or 0) for s in table.values())
-        parts = [f"{label(case.workload, i)} {s['median']:.2f}"
+        parts = [f"{label(case.key, i)} {s['median']:.2f}"
                  + (f" ({s['used_median']:.2f} after one request)" if s.get("used_median") is not None else "")
                  for i, s in sorted(table.items(), key=lambda kv: kv[1]["median"])]
         out.append(f"{wl.key} {wl.name} ({conns:,.0f}), server RSS growth in KiB per connection: " + ", ".join(parts))
@@ -248,11 +248,12 @@ def _ratio_of(table: dict[str, dict[str, Any]], impl: str, other: Optional[str],
 
 
 def target_sentences(plan: Plan, summary: dict[str, Any]) -> list[str]:
-    """Each target of spec.TARGETS whose figures were measured, with the figure and met / not met."""
+    """Each target of spec.TARGETS whose figures were measured, with the figure and met / not
+    met (a target without a bound: the ratio alone)."""
     out = []
     for t in TARGETS:
         for case in plan.cases:
-            if case.workload != t.workload:
+            if case.workload != t.workload or case.variant != t.variant:
                 continue
             for point, table in summary[case.key].items():
                 if t.point is not None and point != t.point:
@@ -260,12 +261,16 @@ def target_sentences(plan: Plan, summary: dict[str, Any]) -> list[str]:
                 v = _ratio_of(table, t.impl, t.versus, t.figure)
                 if v is None:
                     continue
-                met = v < t.bound if t.strict else v <= t.bound
                 where = case.key.replace("-same-core", " same-core") + (f" at {point} conns" if point else "")
                 unit = "" if t.versus is None else "x"
+                text = f"{where} {label(case.key, t.impl)} {t.text}"
+                if t.bound is None:
+                    out.append(f"{text} {v:.2f}{unit}")
+                    continue
+                met = v >= t.bound if t.at_least else v < t.bound if t.strict else v <= t.bound
                 shown = f"{v:.2f}" if round(v, 2) != t.bound else f"{v:.3f}"  # 1.004 is not "1.00: NOT met"
-                out.append(f"{where} {label(t.workload, t.impl)} {t.text} {shown}{unit} "
-                           f"(target {'<' if t.strict else '≤'} {t.bound:g}{unit}: {'met' if met else 'NOT met'})")
+                sign = "≥" if t.at_least else "<" if t.strict else "≤"
+                out.append(f"{text} {shown}{unit} (target {sign} {t.bound:g}{unit}: {'met' if met else 'NOT met'})")
     return out
 
 
@@ -284,7 +289,7 @@ def summary_paragraph(plan: Plan, summary: dict[str, Any]) -> str:
         others = [(k, v) for k, v in t.items() if k != REFERENCE]
         if others:
             k, v = max(others, key=lambda kv: kv[1]["median"])
-            fastest.append(f"{name} {label(case.workload, k)}" + (f" ({v['vs_c']:.0%} of C)" if v.get("vs_c") else ""))
+            fastest.append(f"{name} {label(case.key, k)}" + (f" ({v['vs_c']:.0%} of C)" if v.get("vs_c") else ""))
     if fastest:
         sentences.append("Fastest implementation (C reference aside): " + "; ".join(fastest))
     text = ". ".join(sentences) + "." if sentences else "No figures were measured."
@@ -325,7 +330,7 @@ def render_text(plan: Plan, machine: dict[str, Any], command: str) -> str:
     out.append("\nSummary: " + summary_paragraph(plan, summary))
     targets = target_sentences(plan, summary)
     if targets:
-        out.append("Server targets (issue 10): " + "; ".join(targets) + ".")
+        out.append("Server targets (issues 10, 11): " + "; ".join(targets) + ".")
     for note in plan.notes:
         out.append(f"Note: {note}")
     out.append(f"Machine: {one_line(machine)}")
@@ -343,7 +348,7 @@ def render_markdown(plan: Plan, machine: dict[str, Any], command: str) -> str:
     out.append(summary_paragraph(plan, summary))
     targets = target_sentences(plan, summary)
     if targets:
-        out.append("\nServer targets (issue 10): " + "; ".join(targets) + ".")
+        out.append("\nServer targets (issues 10, 11): " + "; ".join(targets) + ".")
     for note in plan.notes:
         out.append(f"\nNote: {note}")
     return "\n".join(out) + "\n"
@@ -362,10 +367,11 @@ def to_json(plan: Plan, machine: dict[str, Any], command: list[str], options: di
         "interrupted": interrupted,
         "notes": plan.notes,
         "load_generator": "c" if plan.use_c_client else "python",
-        "cases": [{"key": c.key, "workload": c.workload, "placement": c.placement, "title": c.title,
+        "cases": [{"key": c.key, "workload": c.workload, "variant": c.variant, "table": c.table,
+                   "placement": c.placement, "title": c.title,
                    "metric": WORKLOADS[c.workload].metric, "cpu_unit": WORKLOADS[c.workload].cpu_unit,
                    "params": plan.params[c.key]} for c in plan.cases],
-        "rows": [{"case": r.case, "impl": r.impl, "label": label(r.case.split("-")[0], r.impl),
+        "rows": [{"case": r.case, "impl": r.impl, "label": label(r.case, r.impl),
                   "status": r.status, "reason": r.reason, "failures": r.failures, "runs": r.runs,
                   "summary": [{"point": p, **s} for p, t in summary[r.case].items()
                               for i, s in t.items() if i == r.impl]}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import creference, procs
+from . import creference, procs, tools
 from .spec import IMPLS, WORKLOADS, Workload
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory that holds fastsock/
@@ -28,21 +28,29 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the directory that ho
 
 @dataclass(frozen=True)
 class Case:
-    """One table: a workload with a placement of server and client ("split" or "same" core)."""
+    """One table: a workload (and its variant: W6's protocol) with a placement of server and
+    client ("split" or "same" core)."""
 
     workload: str
     placement: str
+    variant: str = ""
+
+    @property
+    def table(self) -> str:
+        """The workload and variant: "W4", "W6-resp" (the probe's and the labels' key)."""
+        return f"{self.workload}-{self.variant}" if self.variant else self.workload
 
     @property
     def key(self) -> str:
-        return self.workload if self.placement == "split" else f"{self.workload}-same-core"
+        return self.table if self.placement == "split" else f"{self.table}-same-core"
 
     @property
     def title(self) -> str:
         wl = WORKLOADS[self.workload]
         where = ("server and client on different cores" if self.placement == "split"
                  else "server and client on the same core")
-        return f"{wl.key} {wl.name} ({where})"
+        what = f": {tools.VARIANT_TITLES[self.variant]}" if self.variant else ""
+        return f"{wl.key} {wl.name}{what} ({where})"
 
 
 @dataclass
@@ -81,22 +89,26 @@ class Unavailable(Exception):
 def cases(opts: Options, usable_cores: int) -> list[Case]:
     out = []
     for w in opts.workloads:
-        if opts.same_core or usable_cores < 2:
-            out.append(Case(w, "same"))
-        else:
-            out.append(Case(w, "split"))
-            if w == "W2":  # across cores every stack waits on wake-ups; same core shows the CPU cost
-                out.append(Case(w, "same"))
+        for variant in WORKLOADS[w].variants or ("",):
+            if opts.same_core or usable_cores < 2:
+                out.append(Case(w, "same", variant))
+            else:
+                out.append(Case(w, "split", variant))
+                if w == "W2":  # across cores every stack waits on wake-ups; same core shows the CPU cost
+                    out.append(Case(w, "same", variant))
     return out
 
 
 def params_for(wl: Workload, opts: Options) -> dict[str, Any]:
     p = dict(wl.quick if opts.quick else wl.full)
     if opts.scale != 1.0:
-        for k in ("bytes", "round_trips", "warmup", "frames"):
+        for k in ("bytes", "round_trips", "warmup", "frames", "requests"):
             if k in p:
                 p[k] = max(1, int(p[k] * opts.scale))
-        if "seconds" in p:
+        if wl.kind == "tool":  # wrk -d takes whole seconds
+            p["seconds"] = max(1, round(float(p["seconds"]) * opts.scale))
+            p["requests"] = max(1000, p["requests"])
+        elif "seconds" in p:
             p["seconds"] = max(0.05, float(p["seconds"]) * opts.scale)
         if "warmup_s" in p:
             p["warmup_s"] = max(0.02, float(p["warmup_s"]) * opts.scale)
@@ -119,6 +131,8 @@ def estimate_seconds(case: Case, impl: str, p: dict[str, Any]) -> float:
         return start + float(p["frames"]) / (0.3e6 if impl == "stdlib-naive" else 1.2e6)
     if WORKLOADS[w].kind == "memory":  # connecting (paced by the server's accepts), settling, closing
         return start + 0.3 + float(p["conns"]) * 1e-4
+    if WORKLOADS[w].kind == "tool":
+        return tools.estimate_seconds(case.variant, impl, p)
     return start + len(p["points"]) * (float(p["seconds"]) + float(p.get("warmup_s", 0.0)) + 0.05)
 
 
@@ -253,6 +267,10 @@ def run_once(case: Case, impl: str, p: dict[str, Any], cref: creference.CReferen
              cores: tuple[Optional[int], Optional[int]]) -> list[dict[str, Any]]:
     """One repetition; raises RunFailed or Unavailable. Leaves no process behind."""
     wl = WORKLOADS[case.workload]
+    if wl.kind == "tool":
+        from . import toolrun
+
+        return toolrun.run_once(case, impl, p, _env(impl), cores)
     limit = wl.limit_s
     persistent = wl.kind != "single"  # the server serves until it is stopped; the client measures
     nofile = nofile_needed(p) if wl.kind == "memory" else None
@@ -358,11 +376,18 @@ def make_plan(opts: Options, cref: creference.CReference) -> Plan:
     for case in plan.cases:
         wl = WORKLOADS[case.workload]
         p = params_for(wl, opts)
+        if case.variant:
+            p["variant"] = case.variant
         plan.params[case.key] = p
         runnable = []
-        cannot = nofile_problem(p) if wl.kind == "memory" else None
+        if wl.kind == "memory":
+            cannot = nofile_problem(p)
+        elif wl.kind == "tool":  # without its load generator, no row of the table can run
+            cannot = tools.missing_client(case.variant)
+        else:
+            cannot = None
         if cannot:
-            notes.append(f"{wl.key} skipped: {cannot}")
+            notes.append(f"{case.table} skipped: {cannot}")
         for impl in wl.impls:
             if opts.impls is not None and impl not in opts.impls:
                 continue
@@ -371,13 +396,18 @@ def make_plan(opts: Options, cref: creference.CReference) -> Plan:
             if cannot:
                 row.status, row.reason = "skipped", cannot
                 continue
-            if impl == "c":
+            if impl == "c" and wl.kind == "tool":
+                reason = tools.missing_server(case.variant)
+                if reason:
+                    row.status, row.reason = "skipped", reason
+                    continue
+            elif impl == "c":
                 if cref.binary(wl.program) is None:
                     row.status, row.reason = "skipped", cref.note or "C reference not compiled"
                     continue
             else:
                 probe = probes.get(IMPLS[impl].pure, probes[False])
-                reason = probe.get(case.workload, {}).get(impl)
+                reason = probe.get(case.table, {}).get(impl)
                 if reason:
                     row.status, row.reason = "unavailable", reason
                     continue

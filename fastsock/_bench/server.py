@@ -6,7 +6,9 @@
 `run` listens on 127.0.0.1:0, prints "PORT <n>", serves, then prints "RESULT {json}"
 (ops, seconds, cpu, ok and the implementation's extra figures). If the implementation
 cannot run here it prints "UNAVAILABLE <reason>" instead. `probe` prints one JSON object:
-{workload: {impl: null or the reason it is unavailable}}. SIGALRM ends a run at its limit.
+{table: {impl: null or the reason it is unavailable}}, where a table is a workload ("W4") or,
+for a workload with variants, a workload and variant ("W6-resp"; the run's params carry
+"variant"). SIGALRM ends a run at its limit.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ CRASH_ENV = "FASTSOCK_BENCH_CRASH"
 
 
 def workload_module(workload: str) -> ModuleType:
-    """fastsock._bench.impls.w1 .. w4."""
+    """fastsock._bench.impls.w1 .. w6, m1."""
     return importlib.import_module(f"fastsock._bench.impls.{workload.lower()}")
 
 
@@ -37,7 +39,10 @@ def probe() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key, wl in WORKLOADS.items():
         mod = workload_module(key)
-        out[key] = {impl: mod.missing(impl) for impl in wl.impls if impl in mod.SERVERS}
+        for variant in wl.variants:
+            out[f"{key}-{variant}"] = {impl: mod.missing(impl, variant) for impl in wl.impls if impl in mod.SERVERS}
+        if not wl.variants:
+            out[key] = {impl: mod.missing(impl) for impl in wl.impls if impl in mod.SERVERS}
     return out
 
 
@@ -64,7 +69,7 @@ def run(workload: str, impl: str, params: dict[str, Any], limit: int) -> int:
     if impl not in mod.SERVERS:
         print(f"UNAVAILABLE no {impl} server for {workload}", flush=True)
         return 0
-    reason = mod.missing(impl)
+    reason = mod.missing(impl, params["variant"]) if "variant" in params else mod.missing(impl)
     if reason:
         print(f"UNAVAILABLE {reason}", flush=True)
         return 0

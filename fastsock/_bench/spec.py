@@ -1,4 +1,4 @@
-"""The workloads W1-W5 of WORKLOADS.md and M1 (idle-connection memory), their counts (full and
+"""The workloads W1-W6 of WORKLOADS.md and M1 (idle-connection memory), their counts (full and
 --quick), and the implementations."""
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ class Workload:
     impls: tuple[str, ...] = ()
     # "single": one figure per run; "points": one per connection count (W4, W5), the server
     # serves until terminated and the client reads its CPU clock; "memory": M1's RSS per
-    # connection (lower is better), measured by the client from /proc/<server pid>.
+    # connection (lower is better), measured by the client from /proc/<server pid>; "tool": W6,
+    # a standard load generator (redis-benchmark, wrk) against a server that serves until
+    # terminated, the runner reading the server's CPU clock around the client's run.
     kind: str = "single"
+    variants: tuple[str, ...] = ()  # one table per variant (W6: the protocols "resp" and "http")
     c_program: str = ""  # the C reference program (default: the key in lower case)
     quick_repeat: int = 0  # --quick: at most this many repetitions (0: --repeat's); M1's figures barely move
 
@@ -75,19 +78,22 @@ REFERENCE = "c"
 
 @dataclass(frozen=True)
 class Target:
-    """A figure fastsock.Server must reach (issue 10), reported as met or not when measured:
-    `figure` (a key of report.stats: "server_cpu_per_op", "median", "used_median") of
+    """A figure fastsock.Server must reach (issues 10 and 11), reported as met or not when
+    measured: `figure` (a key of report.stats: "server_cpu_per_op", "median", "used_median") of
     `impl`, divided by the same figure of `versus` (None: the figure itself), must be <=
-    `bound` (< when `strict`), at `point` (None: at every connection count measured)."""
+    `bound` (< when `strict`; >= when `at_least`; None: the ratio is reported, no verdict), at
+    `point` (None: at every connection count measured), in the table of `variant` (W6)."""
 
     workload: str
     impl: str
     figure: str
     versus: Optional[str]
-    bound: float
+    bound: Optional[float]
     text: str
     point: Optional[int] = None
     strict: bool = False
+    at_least: bool = False
+    variant: str = ""
 
 
 TARGETS: tuple[Target, ...] = (
@@ -100,6 +106,12 @@ TARGETS: tuple[Target, ...] = (
     Target("W5", "fastsock-server-pure", "server_cpu_per_op", "stdlib-best", 1.0, "CPU/req vs stdlib selectors"),
     Target("M1", "fastsock-server", "median", None, 2.0, "KiB per idle connection"),
     Target("M1", "fastsock-server", "used_median", None, 2.0, "KiB per connection idle after one request"),
+    Target("W6", "fastsock-server", "server_cpu_per_op", "c", 1.5, "CPU/req vs redis-server", variant="resp"),
+    Target("W6", "fastsock-server", "server_cpu_per_op", "uvloop-protocol", 0.5, "CPU/req vs uvloop Protocol",
+           variant="resp"),
+    Target("W6", "fastsock-server", "median", "uvloop-protocol", 2.0, "req/s vs uvloop Protocol", at_least=True,
+           variant="http"),
+    Target("W6", "fastsock-server", "median", "c", None, "req/s vs nginx", variant="http"),
 )
 
 MiB = 1024 * 1024
@@ -152,6 +164,17 @@ WORKLOADS: dict[str, Workload] = {
                    "uvloop-protocol"),
             kind="memory", c_program="w4", quick_repeat=1,
         ),
+        Workload(
+            # requests: redis-benchmark -n (per test; -t ping,set,get runs 4 tests: PING_INLINE,
+            # PING_MBULK, SET, GET); seconds: wrk -d (whole seconds, at least 1)
+            "W6", "real protocols, real clients", "requests/s", 1.0, "µs/req", 1e6,
+            full={"requests": 300_000, "resp_conns": 50, "pipeline": 16, "seconds": 5, "http_conns": 100},
+            quick={"requests": 25_000, "resp_conns": 50, "pipeline": 16, "seconds": 1, "http_conns": 100},
+            limit_s=120,
+            impls=("c", "fastsock-server", "fastsock-server-pure", "stdlib-best", "asyncio-protocol",
+                   "uvloop-protocol"),
+            kind="tool", variants=("resp", "http"),
+        ),
     ]
 }
 
@@ -161,9 +184,14 @@ LABEL_OVERRIDES = {("W4", "stdlib-best"): "stdlib selectors (best)", ("W4", "fas
                    ("W5", "stdlib-best"): "stdlib selectors + bytearray (best)",
                    ("M1", "stdlib-best"): "stdlib selectors",
                    ("M1", "c"): "C reference (epoll)",
-                   ("W3", "fastsock"): "fastsock (C) read_frames"}
+                   ("W3", "fastsock"): "fastsock (C) read_frames",
+                   ("W6", "stdlib-best"): "stdlib selectors",
+                   ("W6-resp", "c"): "redis-server (C reference)",
+                   ("W6-http", "c"): "nginx (C reference)"}
 
 
-def label(workload: str, impl: str) -> str:
-    """The row label of `impl` in `workload`'s table."""
-    return LABEL_OVERRIDES.get((workload, impl), IMPLS[impl].label)
+def label(table: str, impl: str) -> str:
+    """The row label of `impl` in a table: `table` is a workload ("W4") or a case key
+    ("W2-same-core", "W6-resp"); a label given for the case's variant wins over the workload's."""
+    table = table.removesuffix("-same-core")
+    return LABEL_OVERRIDES.get((table, impl)) or LABEL_OVERRIDES.get((table.split("-")[0], impl), IMPLS[impl].label)
