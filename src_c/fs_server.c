@@ -235,9 +235,11 @@ static int buf_ensure(fs_server *s, fs_buffer *b)
 }
 
 /* Room for `n` more bytes in c's output queue (allocated first if needed). Below half the
- * high-water mark the queue's capacity doubles as usual; above it, it grows only to what is
- * queued (at least high_water), rounded up to a block: a connection whose peer never reads
- * holds at most high_water + the replies of its last turn, not twice that. */
+ * high-water mark the queue's capacity doubles as usual; from there to twice the mark it
+ * grows only to what is queued (at least high_water), rounded up to a step, so a
+ * connection whose peer never reads holds at most high_water + its last replies, not twice
+ * that; past twice the mark (one turn queued that much) it doubles again, so a turn that
+ * queues up to write_limit in small pieces copies O(n) bytes, not O(n^2 / block). */
 static int out_reserve(fs_server *s, fs_conn *c, size_t n)
 {
     if (buf_ensure(s, &c->out) != 0)
@@ -246,9 +248,12 @@ static int out_reserve(fs_server *s, fs_conn *c, size_t n)
         return 0;
     size_t held = fs_buffer_len(&c->out);
     size_t limit = SIZE_MAX;
-    if (n <= SIZE_MAX - held && held + n > s->cfg.high_water / 2) {
+    if (n <= SIZE_MAX - held && held + n > s->cfg.high_water / 2 &&
+        held + n <= s->cfg.high_water + s->cfg.high_water) { /* high_water <= write_limit: no overflow */
         size_t need = held + n > s->cfg.high_water ? held + n : s->cfg.high_water;
-        limit = need + (s->block - need % s->block) % s->block; /* write_limit << SIZE_MAX */
+        /* rounded up to a step of max(block, high_water / 16): at most 24 regrowths here */
+        size_t step = s->block > s->cfg.high_water / 16 ? s->block : s->cfg.high_water / 16;
+        limit = need + (step - need % step) % step; /* write_limit << SIZE_MAX */
     }
     long room = fs_buffer_reserve(&c->out, n, limit);
     return (room < 0 || (size_t)room < n) ? -ENOMEM : 0;
