@@ -48,6 +48,8 @@ _VERSIONS = {b"HTTP/1.1": KEEP, b"HTTP/1.0": CLOSE}   # -> the version's default
 _GET_ROOT = [b"GET", b"/", b"HTTP/1.1"]
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
+#: The header block ("\r\n" + lines + "\r\n", lower-cased), every line `token: value`.
+_HEADER_LINES = re.compile(rb"(?:\r\n[-!#$%&'*+.^_`|~0-9a-z]+:[^\r\n]*)*\r\n")
 
 
 def respond(buf) -> tuple[int, bytes, bool]:
@@ -91,12 +93,18 @@ def respond(buf) -> tuple[int, bytes, bool]:
                 mode = CLOSE
             elif mode == CLOSE and b"keep-alive" in tokens:
                 mode = ECHO
-        if fields.partition(b"\ntransfer-encoding:")[1]:  # chunked bodies: not supported here
+        # Where a body's framing is named, every header line must be well formed: a proxy in
+        # front that read "Content-Length : 5" or a bare-LF line differently from us could
+        # smuggle a request in a body (RFC 9112 5.1, 2.2). Other headers are read leniently.
+        framed = fields.partition(b"content-length")[1] or fields.partition(b"transfer-encoding")[1]
+        if framed and not _HEADER_LINES.fullmatch(fields):
+            return _fail(out, size, 400)
+        if framed and fields.partition(b"\ntransfer-encoding:")[1]:  # chunked: not supported here
             return _fail(out, size, 501)
         if version == KEEP and not fields.partition(b"\nhost:")[1]:
             return _fail(out, size, 400)        # HTTP/1.1 requires Host (RFC 9112 3.2)
         nxt = end + 4
-        _, found, rest = fields.partition(b"\ncontent-length:")
+        _, found, rest = fields.partition(b"\ncontent-length:") if framed else (b"", b"", b"")
         if found:
             value = _value(rest)
             if not value.isdigit() or rest.partition(b"\ncontent-length:")[1]:

@@ -183,6 +183,14 @@ def test_501_for_transfer_encoding():
     assert http.respond(stream) == (len(stream), OK + R[501, CLOSE, False], True)
 
 
+@pytest.mark.parametrize("header", [b"Content-Length : 5", b"Content-Length\t: 5", b"Transfer-Encoding : chunked",
+                                    b"X: a\nContent-Length: 5", b"X: a\rb\r\nContent-Length: 5"])
+def test_a_body_header_among_malformed_lines_is_a_400_not_a_smuggled_request(header):
+    """Read differently by a proxy in front, these would hide a request in a body (RFC 9112 5.1)."""
+    stream = GET + req(b"POST / HTTP/1.1", header) + b"hello" + GET
+    assert http.respond(stream) == (len(stream), OK + R[400, CLOSE, False], True)
+
+
 STREAMS = {
     "keep-alive": (req() + req(b"POST /x HTTP/1.1", b"Content-Length: 5", body=b"hello") + req(b"HEAD / HTTP/1.1")
                    + b"\r\n" + b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + req(b"PUT / HTTP/1.1")
