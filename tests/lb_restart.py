@@ -454,6 +454,12 @@ def _tally(result: Result, clients: list[Client], root: str) -> None:
         result.problems.append(f"{result.unanswered} requests sent were never answered")
     if result.failures:
         result.problems.append(f"client errors that are not connection-level: {result.failures[:5]}")
+    # A graceful stop answers what it received and reads what it will not use before closing,
+    # so a connection it ends sees EOF; a reset would mean it closed with unread requests
+    # (which the client then resends: no record, so `lost` alone could not show it).
+    broken = {k: n for k, n in result.errors.items() if k != "EOFError" and not k.startswith("connect: ")}
+    if broken:
+        result.problems.append(f"connections ended otherwise than by EOF after their replies: {broken}")
     if not result.received_by.get("a2"):
         result.problems.append("the restarted group A got no request through the balancer")
     if not sum(result.errors.values()):
