@@ -304,10 +304,12 @@ SERVERS: dict[str, dict[str, Any]] = {
 }
 
 
-def nonreading_bound(max_size: int = 65536, high_water: int = 256 * 1024, reply: int = 65536) -> int:
+def nonreading_bound(max_size: int = 65536, high_water: int = 256 * 1024, reply: int = 65536,
+                     read_size: int = 65536) -> int:
     """What the README promises a client that never reads costs the server at most:
-    max_buffer (framed: max_size + 64 KiB by default) + high_water + one (framed) reply."""
-    return (max_size + 64 * 1024) + high_water + (reply + 4)
+    max_buffer (framed: max_size + 64 KiB by default) + high_water + one (framed) reply, the
+    output queue's capacity rounded up to max(read_size, high_water / 16)."""
+    return (max_size + 64 * 1024) + high_water + (reply + 4) + max(read_size, high_water // 16)
 
 
 def needs_nofile(scenario: str, params: dict[str, Any]) -> int:
