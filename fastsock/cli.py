@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="implementations: " + ", ".join(IMPLS) + "\nworkloads: " + wl_help,
     )
-    bench.add_argument("--quick", action="store_true", help="small counts: the whole run in about two minutes")
+    bench.add_argument("--quick", action="store_true", help="small counts: the whole run in about three minutes")
     bench.add_argument("--workload", "-w", default=",".join(WORKLOADS), metavar="W1,W3",
                        help="comma-separated workloads (default: all)")
     bench.add_argument("--impl", "-i", default=None, metavar="NAME,...",
