@@ -192,6 +192,9 @@ def test_responder_runs_every_complete_command_and_stops_at_quit() -> None:
 def _plan(monkeypatch: pytest.MonkeyPatch, found: set[str]) -> runner.Plan:
     monkeypatch.setattr(tools, "find", lambda command: f"/usr/bin/{command}" if command in found else None)
     monkeypatch.setattr(runner, "probe_python", lambda pure: {})
+    # Two usable cores, as on the CI machine (PyPy 3.9 has no sched_getaffinity, and the
+    # runner then assumes one core and plans same-core cases only).
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     return runner.make_plan(runner.Options(["W6"], quick=True), creference.CReference())
 
 

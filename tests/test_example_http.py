@@ -400,6 +400,7 @@ def test_curl(site):
     assert out == "Method Not Allowed\n|405"
 
 
+@pytest.mark.slow  # a load tool run: the main job runs it, other interpreters do not
 @tools.needs("wrk")
 def test_wrk(site):
     out = run("wrk", "-t1", "-c10", "-d1s", "--timeout", "5s", url_of(site))
@@ -408,6 +409,7 @@ def test_wrk(site):
     assert "Non-2xx" not in out and "Socket errors" not in out, out
 
 
+@pytest.mark.slow
 @tools.needs("ab")
 def test_ab_keep_alive(site):
     out = run("ab", "-q", "-n", "2000", "-c", "10", "-k", "-s", "20", url_of(site))

@@ -105,6 +105,7 @@ def benchmark(address, *args: str) -> dict[str, float]:
     return {row[0]: float(row[1]) for row in rows[1:] if row and row[0] != "test"}
 
 
+@pytest.mark.slow  # a load tool run: the main job runs it, other interpreters do not
 @tools.needs("redis-benchmark", "redis-cli")
 def test_redis_benchmark_pipelined(server):
     """The W6 command line at a small count: every test completes (redis-benchmark waits
@@ -115,6 +116,7 @@ def test_redis_benchmark_pipelined(server):
     assert len(cli(server, "GET", "key:__rand_int__")) == 3  # redis-benchmark SETs a 3-byte value
 
 
+@pytest.mark.slow
 @tools.needs("redis-benchmark")
 def test_redis_benchmark_reconnecting_clients(server):
     """-k 0: a new connection for every request (connects, closes, reconnects)."""
@@ -122,6 +124,7 @@ def test_redis_benchmark_reconnecting_clients(server):
     assert set(result) == {"PING_INLINE", "PING_MBULK", "GET"} and all(r > 0 for r in result.values()), result
 
 
+@pytest.mark.slow
 @tools.needs("redis-benchmark")
 def test_redis_benchmark_random_keys_and_large_values(server):
     """-r: random keys; -d: 100 KiB values, each command split over many reads."""
