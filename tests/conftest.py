@@ -6,8 +6,9 @@ install); without it, a missing extension is an error, never a silent skip. `--b
 runs the backend-parametrized tests on the compiled backend only (CI's debug-build and wheel
 jobs, which test what differs in those builds; the pure backend is tested by the other jobs);
 `--backend python` is `--no-c-extensions`. Tests marked `slow` (multi-process, thousands of
-connections, the CPython socket suite) run unless `-m "not slow"` deselects them, which CI
-does only on the jobs that repeat the main one on another interpreter.
+connections, CPython's socket and selector suites, seconds-long timer waits) run unless
+`-m "not slow"` deselects them, which CI does only on the jobs that repeat the main one on
+another interpreter (and on the pure job: main runs them on the pure backend too).
 
 Fixtures shared by the Poller and Selector tests (test_poller.py, test_selector.py,
 test_selector_asyncio.py) are here too: `method` (each poll method of the backend) and

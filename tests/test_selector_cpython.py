@@ -11,6 +11,10 @@ import pytest
 
 import fastsock._py as pure
 
+# Seconds of real timeouts and signal waits per class: run by CI's main and debug jobs, not
+# repeated by every other interpreter's.
+pytestmark = pytest.mark.slow
+
 # CPython ships its own test suite as the `test` package; PyPy and some distributions do not.
 cpython = pytest.importorskip("test.test_selectors", reason="this interpreter does not ship CPython's "
                               "test.test_selectors (PyPy, or a distribution without the test package)")

@@ -140,6 +140,7 @@ def test_slowloris_one_byte_per_100ms_is_closed_by_frame_timeout(S):
         fine.close()
 
 
+@pytest.mark.slow  # waits out timers for seconds: main and debug run it
 def test_frame_timeout_restarts_with_each_frame(S):
     rec = Recorder()
     with serving(S, echo, framing=S.LengthPrefix(), frame_timeout=1.0, on_close=rec.on_close) as (server, addr):
@@ -271,6 +272,7 @@ def _replies(socks, timeout):
     return got
 
 
+@pytest.mark.slow  # waits out timers for seconds: main and debug run it
 def test_emfile_keeps_serving_and_accepts_again_when_descriptors_free(S):
     room = 30  # descriptors left to the server: the loop's own (up to 4) and connections
     with Child(S, EMFILE_SERVER, str(room)) as child:
@@ -370,6 +372,7 @@ def test_huge_timeouts_and_grace_mean_never_and_do_not_overflow(S):
         server.close()
 
 
+@pytest.mark.slow  # waits out timers for seconds: main and debug run it
 def test_a_reply_after_a_slow_handler_restarts_the_idle_clock_when_it_leaves(S):
     # The handler takes longer than idle_timeout: its reply leaves after it, and the idle
     # clock restarts then (not at the read), so the connection is not timed out at once.
@@ -476,6 +479,7 @@ def test_accept_failing_every_time_is_neither_a_spin_nor_an_overflow(S):
         assert child.line("DONE").split()[1] == "1"
 
 
+@pytest.mark.slow  # waits out timers for seconds: main and debug run it
 def test_a_slow_handler_does_not_time_out_the_replies_of_its_batch(S):
     # Two connections ready in the same turn, the first one's handler slower than
     # idle_timeout: the second one's reply leaves after it and restarts its idle clock then
