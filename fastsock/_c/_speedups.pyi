@@ -79,3 +79,6 @@ from fastsock.framing import (
 # --- Server (server.pxi): the same class API as the pure twin, which type checkers read ---
 from fastsock._errors import FrameTimeout as FrameTimeout, IdleTimeout as IdleTimeout
 from fastsock._py.server import Connection as Connection, Server as Server, serve as serve
+
+# --- FrameDecoder / FrameEncoder (decoder.pxi): the same class API as the pure twin ---
+from fastsock._py.decoder import FrameDecoder as FrameDecoder, FrameEncoder as FrameEncoder
