@@ -203,8 +203,6 @@ class Stream:
                 if self._paused:
                     self._consumed()
                 return frames  # type: ignore[no-any-return]
-            if max_frames is not None and operator.index(max_frames) < 1:
-                raise ValueError(f"max_frames must be >= 1, not {max_frames}")
             if self._eof:
                 self._frame_end()
                 return []
