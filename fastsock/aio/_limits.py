@@ -1,0 +1,45 @@
+"""Option checks and the flow-control marks shared by FramedProtocol and Stream (cold path)."""
+
+from __future__ import annotations
+
+import operator
+import sys
+from typing import Any, Optional
+
+__all__ = ["DEFAULT_WRITE_LIMIT", "READ_HIGH", "NEVER", "check_write_limit", "read_marks", "payload_size", "total_size"]
+
+#: Unsent bytes a transport may hold before a write raises WriteLimitExceeded (16 MiB).
+DEFAULT_WRITE_LIMIT = 16 * 1024 * 1024
+#: A Stream pauses its transport once this many bytes (or max_buffer, if lower) are
+#: buffered and no read waits for more: four reads of 64 KiB.
+READ_HIGH = 4 * 65536
+#: A mark no buffer reaches.
+NEVER = sys.maxsize
+
+
+def check_write_limit(value: Any) -> int:
+    """The validated write_limit: an int >= 1 (TypeError, ValueError), or None for no limit."""
+    if value is None:
+        return NEVER
+    limit = operator.index(value)
+    if limit < 1:
+        raise ValueError(f"write_limit must be >= 1 (or None for no limit), not {limit}")
+    return limit
+
+
+def read_marks(max_buffer: int) -> tuple[int, int]:
+    """(high, low): reading pauses at `high` buffered bytes and resumes below `low`."""
+    high = min(READ_HIGH, max_buffer)
+    return high, max(1, high // 4)
+
+
+def payload_size(data: Any) -> int:
+    """The bytes of one bytes-like object (TypeError for anything else)."""
+    return len(data) if type(data) is bytes else memoryview(data).nbytes
+
+
+def total_size(buffers: Optional[list[Any]]) -> int:
+    """The bytes of a list of bytes-like objects."""
+    if not buffers:
+        return 0
+    return sum(map(payload_size, buffers))

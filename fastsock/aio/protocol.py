@@ -1,0 +1,166 @@
+"""FramedProtocol: an asyncio.BufferedProtocol that receives straight into a FrameDecoder and
+hands the application whole frames; its sends frame in the backend (C or Python) and give
+the transport one writelines() per call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, Optional
+
+from .. import _streambase
+from .._errors import FrameTooLarge, IncompleteReadError
+from ..framing import Framing, FramingError
+from . import _backend
+from ._flow import WriteFlow
+from ._limits import DEFAULT_WRITE_LIMIT, check_write_limit
+from .errors import WriteLimitExceeded
+
+__all__ = ["FramedProtocol"]
+
+
+class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
+    """FramedProtocol(framing=None, *, max_buffer=64 MiB, write_limit=16 MiB)
+
+    Base class of a framed asyncio protocol (default loop or uvloop, TCP, AF_UNIX, TLS).
+    The transport receives straight into the decoder's buffer (get_buffer/buffer_updated);
+    each read's complete frames go to `frames_received(frames)` in one call, whose default
+    calls `frame_received(frame)` per frame. Override either. Frames are what
+    `fastsock.Stream.read_frame` returns (bytes; a list of bytes for RESP).
+
+    `framing` is the argument, or else the class attribute of a subclass
+    (`framing = LengthPrefix(4)`). `max_buffer` bounds the bytes held for a frame being
+    received; a frame too large for it or for the framing's max_size, or malformed bytes,
+    call `frame_error(exc)` after every frame before them was delivered (default: close the
+    transport). EOF inside a frame calls frame_error with an IncompleteReadError.
+
+    Writing: `send_frame(payload)` / `send_frames(payloads)` encode and hand the transport
+    one writelines() per call; `await drain()` waits while the transport has paused writing.
+    A send that would leave more than `write_limit` bytes (None: no limit) unsent in the
+    transport raises `WriteLimitExceeded` and queues nothing. `pause_reading()` and
+    `resume_reading()` stop and restart the transport's reading (for a full queue of your own).
+
+    Subclasses that override connection_made or connection_lost call the base method.
+    """
+
+    #: The framing instances use when constructed without one (a subclass sets it).
+    framing: Optional[Framing] = None
+    #: The transport, from connection_made() on.
+    transport: Any
+
+    def __init__(self, framing: Optional[Framing] = None, *,
+                 max_buffer: int = _streambase.DEFAULT_MAX_BUFFER,
+                 write_limit: Optional[int] = DEFAULT_WRITE_LIMIT) -> None:
+        if framing is None:
+            framing = type(self).framing
+        if framing is None:
+            raise TypeError(f"{type(self).__name__} needs a framing: pass framing=... or set the class "
+                            "attribute `framing`")
+        impl = _backend.impl
+        self._decoder = impl.FrameDecoder(framing, max_buffer=max_buffer)
+        self._encoder = impl.FrameEncoder(framing)
+        self._max_buffer: int = self._decoder.max_buffer
+        self._write_limit = check_write_limit(write_limit)
+        self.framing = framing
+        self.transport = None
+        self._init_flow()
+        if type(self).get_buffer is FramedProtocol.get_buffer:
+            # The transport calls the decoder itself: no Python frame per read.
+            self.get_buffer = self._decoder.get_buffer  # type: ignore[method-assign]
+
+    # -- the transport's calls ------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        """Keeps the transport as `self.transport`."""
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The decoder's free space (see FrameDecoder.get_buffer)."""
+        return self._decoder.get_buffer(sizehint)  # type: ignore[no-any-return]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """`nbytes` landed in the buffer: deliver every complete frame with one frames_received()."""
+        try:
+            frames = self._decoder.buffer_updated(nbytes)
+        except (FrameTooLarge, FramingError) as exc:
+            self._bad_frame(exc)
+            return
+        if frames:
+            self.frames_received(frames)
+        elif self._decoder.buffered >= self._max_buffer:  # a frame no buffer this size can complete
+            self.frame_error(FrameTooLarge(self._decoder.buffered, self._max_buffer,
+                                           f"no frame ends within max_buffer={self._max_buffer} bytes"))
+
+    def _bad_frame(self, exc: Exception) -> None:
+        frames = getattr(exc, "frames", None)
+        if frames:
+            self.frames_received(frames)
+        self.frame_error(exc)
+
+    def eof_received(self) -> Optional[bool]:
+        """The peer finished sending; EOF inside a frame calls frame_error(IncompleteReadError).
+        Returns None: the transport closes (return True from an override to keep writing)."""
+        try:
+            self._decoder.eof()
+        except IncompleteReadError as exc:
+            self.frame_error(exc)
+        return None
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        """Wakes every drain() (which then raises the error, or ConnectionResetError)."""
+        self._lose_flow(exc)
+
+    # -- the application's side -----------------------------------------------------------
+
+    def frames_received(self, frames: list[Any]) -> None:
+        """Every complete frame of one read, in order. Default: frame_received() for each."""
+        frame_received = self.frame_received
+        for frame in frames:
+            frame_received(frame)
+
+    def frame_received(self, frame: Any) -> None:
+        """One frame (bytes, or RESP's list of bytes). Override this or frames_received()."""
+        raise NotImplementedError(f"{type(self).__name__} must override frame_received() or frames_received()")
+
+    def frame_error(self, exc: Exception) -> None:
+        """The input cannot go on: FrameTooLarge, FramingError, or (at EOF inside a frame)
+        IncompleteReadError. Every frame before the bad bytes has been delivered. Default:
+        close the transport (replies already sent still go out)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def send_frame(self, payload: Any) -> None:
+        """Write one frame carrying `payload` (a RESP value for RESP): one writelines() call.
+        FrameTooLarge above the framing's max_size, TypeError for what it cannot carry,
+        WriteLimitExceeded past write_limit; in each case nothing is queued."""
+        buffers = self._encoder.encode(payload)
+        transport = self.transport
+        size = sum(map(len, buffers))
+        pending = transport.get_write_buffer_size()
+        if pending + size > self._write_limit:
+            raise WriteLimitExceeded(size, pending, self._write_limit)
+        transport.writelines(buffers)
+
+    def send_frames(self, payloads: Iterable[Any]) -> None:
+        """Write one frame per payload with one writelines() call; all or nothing (every
+        payload is validated, and the write_limit checked, before anything is queued)."""
+        buffers = self._encoder.encode_many(payloads)
+        transport = self.transport
+        size = sum(map(len, buffers))
+        pending = transport.get_write_buffer_size()
+        if pending + size > self._write_limit:
+            raise WriteLimitExceeded(size, pending, self._write_limit)
+        transport.writelines(buffers)
+
+    def pause_reading(self) -> None:
+        """Stop reading the transport (frames of the current read are still delivered)."""
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the transport again after pause_reading()."""
+        self.transport.resume_reading()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and held: the start of a frame not yet complete."""
+        return self._decoder.buffered  # type: ignore[no-any-return]
