@@ -7,7 +7,7 @@ import statistics
 from typing import Any, Optional
 
 from .runner import Case, Plan, Row
-from .spec import BASELINE, REFERENCE, TARGETS, WORKLOADS, label
+from .spec import BASELINE, GROUPS, REFERENCE, TARGETS, WORKLOADS, label
 
 SCHEMA = "fastsock-bench/1"
 
@@ -247,13 +247,17 @@ def _ratio_of(table: dict[str, dict[str, Any]], impl: str, other: Optional[str],
     return mine / base if mine is not None and base else None
 
 
-def target_sentences(plan: Plan, summary: dict[str, Any]) -> list[str]:
-    """Each target of spec.TARGETS whose figures were measured, with the figure and met / not
-    met (a target without a bound: the ratio alone)."""
+def target_sentences(plan: Plan, summary: dict[str, Any], group: Optional[str] = None) -> list[str]:
+    """Each target of spec.TARGETS (of `group` only, when given) whose figures were measured,
+    with the figure and met / not met (a target without a bound: the ratio alone)."""
     out = []
     for t in TARGETS:
+        if group is not None and t.group != group:
+            continue
         for case in plan.cases:
             if case.workload != t.workload or case.variant != t.variant:
+                continue
+            if t.placement and case.placement != t.placement:
                 continue
             for point, table in summary[case.key].items():
                 if t.point is not None and point != t.point:
@@ -271,6 +275,16 @@ def target_sentences(plan: Plan, summary: dict[str, Any]) -> list[str]:
                 shown = f"{v:.2f}" if round(v, 2) != t.bound else f"{v:.3f}"  # 1.004 is not "1.00: NOT met"
                 sign = "≥" if t.at_least else "<" if t.strict else "≤"
                 out.append(f"{text} {shown}{unit} (target {sign} {t.bound:g}{unit}: {'met' if met else 'NOT met'})")
+    return out
+
+
+def target_lines(plan: Plan, summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(title, sentences) per group of spec.GROUPS that has a measured target."""
+    out = []
+    for group, title in GROUPS.items():
+        sentences = target_sentences(plan, summary, group)
+        if sentences:
+            out.append((title, sentences))
     return out
 
 
@@ -328,9 +342,8 @@ def render_text(plan: Plan, machine: dict[str, Any], command: str) -> str:
         out.append(f"\n{case.title}")
         out.append(text_table(*table_rows(plan, summary, case)))
     out.append("\nSummary: " + summary_paragraph(plan, summary))
-    targets = target_sentences(plan, summary)
-    if targets:
-        out.append("Server targets (issues 10, 11): " + "; ".join(targets) + ".")
+    for title, targets in target_lines(plan, summary):
+        out.append(f"{title}: " + "; ".join(targets) + ".")
     for note in plan.notes:
         out.append(f"Note: {note}")
     out.append(f"Machine: {one_line(machine)}")
@@ -346,9 +359,8 @@ def render_markdown(plan: Plan, machine: dict[str, Any], command: str) -> str:
     for case in plan.cases:
         out += [f"**{case.title}**", "", markdown_table(*table_rows(plan, summary, case)), ""]
     out.append(summary_paragraph(plan, summary))
-    targets = target_sentences(plan, summary)
-    if targets:
-        out.append("\nServer targets (issues 10, 11): " + "; ".join(targets) + ".")
+    for title, targets in target_lines(plan, summary):
+        out.append(f"\n{title}: " + "; ".join(targets) + ".")
     for note in plan.notes:
         out.append(f"\nNote: {note}")
     return "\n".join(out) + "\n"
@@ -366,6 +378,7 @@ def to_json(plan: Plan, machine: dict[str, Any], command: list[str], options: di
         "elapsed_s": round(elapsed, 3),
         "interrupted": interrupted,
         "notes": plan.notes,
+        "targets": {group: target_sentences(plan, summary, group) for group in GROUPS},
         "load_generator": "c" if plan.use_c_client else "python",
         "cases": [{"key": c.key, "workload": c.workload, "variant": c.variant, "table": c.table,
                    "placement": c.placement, "title": c.title,
@@ -385,4 +398,5 @@ def write_json(path: str, data: dict[str, Any]) -> None:
         f.write("\n")
 
 
-__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "target_sentences", "SCHEMA"]
+__all__ = ["render_text", "render_markdown", "to_json", "write_json", "summarize", "target_sentences", "target_lines",
+           "SCHEMA"]

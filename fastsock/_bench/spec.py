@@ -69,11 +69,17 @@ IMPLS: dict[str, Impl] = {
         Impl("fastsock-server", "fastsock Server (C)", fastsock=True),
         Impl("fastsock-server-pure", "fastsock Server (python)", pure=True, fastsock=True),
         Impl("fastsock-server-batch", "fastsock Server (C) batch=True", fastsock=True),
+        # issue 12: fastsock.aio on the active backend (impls/aio.py)
+        Impl("aio-stream", "fastsock.aio Stream on asyncio", fastsock=True),
+        Impl("aio-protocol", "fastsock.aio FramedProtocol on asyncio", fastsock=True),
+        Impl("aio-stream-uvloop", "fastsock.aio Stream on uvloop", fastsock=True),
+        Impl("aio-protocol-uvloop", "fastsock.aio FramedProtocol on uvloop", fastsock=True),
     ]
 }
 
 BASELINE = "stdlib-best"  # "ratio to stdlib best"
 REFERENCE = "c"
+AIO = ("aio-stream", "aio-protocol", "aio-stream-uvloop", "aio-protocol-uvloop")  # the fastsock.aio rows
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,9 @@ class Target:
     measured: `figure` (a key of report.stats: "server_cpu_per_op", "median", "used_median") of
     `impl`, divided by the same figure of `versus` (None: the figure itself), must be <=
     `bound` (< when `strict`; >= when `at_least`; None: the ratio is reported, no verdict), at
-    `point` (None: at every connection count measured), in the table of `variant` (W6)."""
+    `point` (None: at every connection count measured), in the table of `variant` (W6) and of
+    `placement` ("same": only the same-core table; "": every table of the workload). `group`
+    says which line of the report shows it (GROUPS)."""
 
     workload: str
     impl: str
@@ -94,6 +102,11 @@ class Target:
     strict: bool = False
     at_least: bool = False
     variant: str = ""
+    placement: str = ""
+    group: str = "server"
+
+
+GROUPS = {"server": "Server targets (issues 10, 11)", "aio": "fastsock.aio targets (issue 12)"}
 
 
 TARGETS: tuple[Target, ...] = (
@@ -112,6 +125,19 @@ TARGETS: tuple[Target, ...] = (
     Target("W6", "fastsock-server", "median", "uvloop-protocol", 2.0, "req/s vs uvloop Protocol", at_least=True,
            variant="http"),
     Target("W6", "fastsock-server", "median", "c", None, "req/s vs nginx", variant="http"),
+    # issue 12: fastsock.aio against the asyncio code it replaces, on uvloop
+    Target("W3", "aio-stream-uvloop", "median", "uvloop-protocol", 3.0, "read_frames frames/s vs uvloop Protocol",
+           at_least=True, group="aio"),
+    Target("W3", "aio-stream-uvloop", "median", "uvloop-streams", 8.0, "read_frames frames/s vs uvloop streams",
+           at_least=True, group="aio"),
+    Target("W5", "aio-protocol-uvloop", "server_cpu_per_op", "uvloop-protocol", 0.7, "CPU/req vs uvloop Protocol",
+           point=100, group="aio"),
+    Target("W5", "aio-stream-uvloop", "server_cpu_per_op", "uvloop-streams", 0.3, "CPU/req vs uvloop streams",
+           point=100, group="aio"),
+    Target("W2", "aio-stream-uvloop", "median", "uvloop-streams", 1.0, "round trips/s vs uvloop streams",
+           at_least=True, placement="same", group="aio"),
+    Target("W2", "aio-protocol-uvloop", "median", "uvloop-protocol", 1.0, "round trips/s vs uvloop Protocol",
+           at_least=True, placement="same", group="aio"),
 )
 
 MiB = 1024 * 1024
@@ -131,13 +157,13 @@ WORKLOADS: dict[str, Workload] = {
             full={"round_trips": 50_000, "warmup": 1_000, "payload": 64},
             quick={"round_trips": 3_000, "warmup": 300, "payload": 64}, limit_s=60,
             impls=("c", "fastsock", "fastsock-pure", "stdlib-naive", "stdlib-best", "stdlib-makefile",
-                   "asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol"),
+                   "asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol", *AIO),
         ),
         Workload(
             "W3", "pipelined frames", "frames/s", 1.0, "ns/frame", 1e9,
             full={"frames": 2_000_000, "payload": 100}, quick={"frames": 200_000, "payload": 100}, limit_s=90,
             impls=("c", "fastsock", "fastsock-frame", "fastsock-pure", "stdlib-naive", "stdlib-best",
-                   "stdlib-makefile", "asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol"),
+                   "stdlib-makefile", "asyncio-streams", "asyncio-protocol", "uvloop-streams", "uvloop-protocol", *AIO),
         ),
         Workload(
             "W4", "echo under concurrency", "requests/s", 1.0, "µs/req", 1e6,
@@ -145,7 +171,7 @@ WORKLOADS: dict[str, Workload] = {
             quick={"points": (1, 10, 100), "seconds": 0.25, "msg_size": 1024}, limit_s=60,
             impls=("c", "fastsock-server", "fastsock-server-pure", "fastsock", "fastsock-pure", "stdlib-best",
                    "threaded", "asyncio-protocol", "asyncio-streams", "asyncio-fastsock", "uvloop-protocol",
-                   "uvloop-streams", "gevent"),
+                   "uvloop-streams", "gevent", *AIO),
             kind="points",
         ),
         Workload(
@@ -154,7 +180,7 @@ WORKLOADS: dict[str, Workload] = {
             quick={"points": (10, 100), "seconds": 0.1, "warmup_s": 0.05, "depth": 16, "payload": 64}, limit_s=60,
             impls=("c", "fastsock-server", "fastsock-server-batch", "fastsock-server-pure", "stdlib-best",
                    "threaded", "asyncio-protocol", "asyncio-streams", "asyncio-fastsock", "uvloop-protocol",
-                   "uvloop-streams", "gevent"),
+                   "uvloop-streams", "gevent", *AIO),
             kind="points",
         ),
         Workload(

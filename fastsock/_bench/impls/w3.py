@@ -7,6 +7,7 @@ import socket
 import struct
 from typing import Any, Callable, Optional
 
+from . import aio
 from .common import Meter, accept_fastsock, fastsock_api, loop_missing, missing_fastsock, run_loop
 from .common import recvn as _recvn
 
@@ -242,10 +243,13 @@ SERVERS: dict[str, Callable[..., dict[str, Any]]] = {
     "uvloop-streams": asyncio_streams("uvloop"),
     "uvloop-protocol": asyncio_protocol("uvloop"),
 }
+SERVERS.update(aio.servers("W3"))  # the fastsock.aio rows (issue 12)
 
 
 def missing(key: str) -> Optional[str]:
     """Why `key` cannot run here, or None."""
+    if key in aio.KEYS:
+        return aio.missing(key)
     if key.startswith("fastsock"):
         return missing_fastsock("Stream", "LengthPrefix")
     if key.startswith("uvloop"):

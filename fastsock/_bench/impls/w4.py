@@ -12,6 +12,7 @@ import socket
 import threading
 from typing import Any, Callable, Optional
 
+from . import aio
 from .common import (
     Meter,
     as_fastsock,
@@ -201,10 +202,13 @@ SERVERS: dict[str, Callable[..., Any]] = {
     "fastsock-server": fastsock_server,
     "fastsock-server-pure": fastsock_server,
 }
+SERVERS.update(aio.servers("W4"))  # the fastsock.aio rows (issue 12)
 
 
 def missing(key: str) -> Optional[str]:
     """Why `key` cannot run here, or None."""
+    if key in aio.KEYS:
+        return aio.missing(key)
     if key in ("fastsock", "fastsock-pure"):
         return missing_fastsock("Selector")
     if key.startswith("fastsock-server"):

@@ -20,6 +20,7 @@ import struct
 import threading
 from typing import Any, Callable, Optional
 
+from . import aio
 from .common import Meter, fastsock_api, loop_missing, missing_module, missing_server, nodelay, run_loop
 
 READ_SIZE = 65536
@@ -280,9 +281,12 @@ SERVERS: dict[str, Callable[..., Any]] = {
     "fastsock-server-pure": fastsock_server(batch=False),
     "fastsock-server-batch": fastsock_server(batch=True),
 }
+SERVERS.update(aio.servers("W5"))  # the fastsock.aio rows (issue 12)
 
 def missing(key: str) -> Optional[str]:
     """Why `key` cannot run here, or None."""
+    if key in aio.KEYS:
+        return aio.missing(key)
     if key.startswith("fastsock-server"):
         return missing_server()
     if key == "asyncio-fastsock":
