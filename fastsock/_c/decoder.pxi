@@ -690,7 +690,8 @@ cdef class FrameEncoder:
         if rc == FS_FRAME_TOO_LARGE:
             raise _DecFrameTooLarge(size, self._f.max_size)
         if self._f.kind == FS_FRAMING_FIXED:
-            raise _DecFramingError(f"FixedLength({self._f.max_size}) payload must be {self._f.max_size} bytes, not {size}")
+            raise _DecFramingError(
+                f"FixedLength({self._f.max_size}) payload must be {self._f.max_size} bytes, not {size}")
         raise _DecFramingError("payload contains the delimiter")
 
     def encode(self, payload):
