@@ -106,7 +106,7 @@ _cuts = st.lists(st.integers(1, 700), min_size=1, max_size=8) | st.just([1])
 def test_chunkings_give_exactly_the_payloads(impl, name, make, payload, frame):
     framing = make(impl)
 
-    @settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(payloads=st.lists(payload, max_size=20), cuts=_cuts,
            hints=st.lists(st.integers(-1, 900), min_size=1, max_size=8) | st.just([1]))
     def check(payloads, cuts, hints):
@@ -199,7 +199,7 @@ def _wire(impl: ModuleType, make: Callable[[ModuleType], Any]) -> st.SearchStrat
 def test_compiled_and_pure_decoders_agree(name, make):
     c, py = importlib.import_module(C), importlib.import_module(PY)
 
-    @settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(wire=_wire(py, make), cuts=_cuts, max_buffer=st.sampled_from([1, 7, 40, 300, 1 << 26]),
            how=st.lists(st.tuples(st.sampled_from(["feed", "buffer"]), st.integers(-1, 500)), min_size=1,
                         max_size=6))
