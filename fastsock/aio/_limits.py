@@ -6,7 +6,10 @@ import operator
 import sys
 from typing import Any, Optional
 
-__all__ = ["DEFAULT_WRITE_LIMIT", "READ_HIGH", "NEVER", "check_write_limit", "read_marks", "payload_size", "total_size"]
+from .errors import WriteLimitExceeded
+
+__all__ = ["DEFAULT_WRITE_LIMIT", "READ_HIGH", "NEVER", "check_write_limit", "read_marks", "payload_size", "total_size",
+           "queue_buffers"]
 
 #: Unsent bytes a transport may hold before a write raises WriteLimitExceeded (16 MiB).
 DEFAULT_WRITE_LIMIT = 16 * 1024 * 1024
@@ -43,3 +46,13 @@ def total_size(buffers: Optional[list[Any]]) -> int:
     if not buffers:
         return 0
     return sum(map(payload_size, buffers))
+
+
+def queue_buffers(transport: Any, buffers: Any, size: int, limit: int) -> None:
+    """transport.writelines(buffers), `size` bytes in all, unless that would leave more than
+    `limit` bytes unsent in the transport: then WriteLimitExceeded, and nothing is queued.
+    Every bounded write of Stream and FramedProtocol goes through here."""
+    pending = transport.get_write_buffer_size()
+    if pending + size > limit:
+        raise WriteLimitExceeded(size, pending, limit)
+    transport.writelines(buffers)

@@ -13,8 +13,7 @@ from .._errors import FrameTooLarge, IncompleteReadError
 from ..framing import Framing, FramingError
 from . import _backend
 from ._flow import WriteFlow
-from ._limits import DEFAULT_WRITE_LIMIT, check_write_limit
-from .errors import WriteLimitExceeded
+from ._limits import DEFAULT_WRITE_LIMIT, check_write_limit, queue_buffers
 
 __all__ = ["FramedProtocol"]
 
@@ -134,23 +133,13 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         FrameTooLarge above the framing's max_size, TypeError for what it cannot carry,
         WriteLimitExceeded past write_limit; in each case nothing is queued."""
         buffers = self._encoder.encode(payload)
-        transport = self.transport
-        size = sum(map(len, buffers))
-        pending = transport.get_write_buffer_size()
-        if pending + size > self._write_limit:
-            raise WriteLimitExceeded(size, pending, self._write_limit)
-        transport.writelines(buffers)
+        queue_buffers(self.transport, buffers, sum(map(len, buffers)), self._write_limit)
 
     def send_frames(self, payloads: Iterable[Any]) -> None:
         """Write one frame per payload with one writelines() call; all or nothing (every
         payload is validated, and the write_limit checked, before anything is queued)."""
         buffers = self._encoder.encode_many(payloads)
-        transport = self.transport
-        size = sum(map(len, buffers))
-        pending = transport.get_write_buffer_size()
-        if pending + size > self._write_limit:
-            raise WriteLimitExceeded(size, pending, self._write_limit)
-        transport.writelines(buffers)
+        queue_buffers(self.transport, buffers, sum(map(len, buffers)), self._write_limit)
 
     def pause_reading(self) -> None:
         """Stop reading the transport (frames of the current read are still delivered)."""

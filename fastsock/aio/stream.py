@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 from .._errors import FrameTooLarge, IncompleteReadError
 from ..framing import Framing, FramingError
 from ._flow import WriteFlow
-from ._limits import NEVER, read_marks, total_size
+from ._limits import NEVER, queue_buffers, read_marks, total_size
 from .errors import WriteLimitExceeded
 
 __all__ = ["Stream"]
@@ -217,23 +217,10 @@ class Stream:
 
     async def __anext__(self) -> Any:
         """The next frame; StopAsyncIteration at a clean EOF between frames."""
-        if self._waiter is not None:
-            self._busy("__anext__")
-        decoder = self._decoder
-        while True:
-            frame = decoder.next_frame()
-            if frame is not None:
-                if self._paused:
-                    self._consumed()
-                return frame
-            if self._eof:
-                self._frame_end()
-                raise StopAsyncIteration
-            waiter = self._arm(decoder.buffered + 1)
-            try:
-                await waiter
-            finally:
-                self._disarm()
+        try:
+            return await self.read_frame()
+        except EOFError:
+            raise StopAsyncIteration from None
 
     # -- bytes ----------------------------------------------------------------------------
 
@@ -386,12 +373,7 @@ class Stream:
     def writelines(self, data: Iterable[Any]) -> None:
         """Queue every bytes-like object of `data` with one writelines() (all or nothing)."""
         buffers = list(data)
-        size = total_size(buffers)
-        transport = self._transport
-        pending = transport.get_write_buffer_size()
-        if pending + size > self._write_limit:
-            raise WriteLimitExceeded(size, pending, self._write_limit)
-        transport.writelines(buffers)
+        queue_buffers(self._transport, buffers, total_size(buffers), self._write_limit)
 
     def write_frame(self, payload: Any) -> None:
         """Queue one frame carrying `payload` (a RESP value for RESP). FrameTooLarge above the
@@ -401,12 +383,7 @@ class Stream:
         if encoder is None:
             raise ValueError(_NO_FRAMING)
         buffers = encoder.encode(payload)
-        size = sum(map(len, buffers))
-        transport = self._transport
-        pending = transport.get_write_buffer_size()
-        if pending + size > self._write_limit:
-            raise WriteLimitExceeded(size, pending, self._write_limit)
-        transport.writelines(buffers)
+        queue_buffers(self._transport, buffers, sum(map(len, buffers)), self._write_limit)
 
     def write_frames(self, payloads: Iterable[Any]) -> None:
         """Queue one frame per payload with one writelines(): all or nothing (every payload
@@ -415,12 +392,7 @@ class Stream:
         if encoder is None:
             raise ValueError(_NO_FRAMING)
         buffers = encoder.encode_many(payloads)
-        size = sum(map(len, buffers))
-        transport = self._transport
-        pending = transport.get_write_buffer_size()
-        if pending + size > self._write_limit:
-            raise WriteLimitExceeded(size, pending, self._write_limit)
-        transport.writelines(buffers)
+        queue_buffers(self._transport, buffers, sum(map(len, buffers)), self._write_limit)
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is above its high-water mark. Once the
