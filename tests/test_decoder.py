@@ -542,3 +542,44 @@ def test_hostile_length_refused_before_allocation(impl):
         tracemalloc.stop()
     assert peak - before < 256 * 1024
     assert dec._capacity <= 65536
+
+
+def test_only_get_buffer_exports_and_weakrefs(impl):
+    import weakref
+
+    dec = impl.FrameDecoder()
+    with pytest.raises(TypeError):
+        memoryview(dec)
+    assert weakref.ref(dec)() is dec
+    enc = impl.FrameEncoder(impl.LengthPrefix())
+    assert weakref.ref(enc)() is enc
+
+
+@pytest.mark.c_only
+def test_compiled_retired_blocks_are_freed_at_their_last_release():
+    from fastsock._c import _speedups as c
+
+    dec = c.FrameDecoder(c.LengthPrefix(max_size=8 * MiB))
+    first = dec.get_buffer()
+    first[:4] = struct.pack(">I", 3 * MiB)
+    dec.commit(4)
+    second = dec.get_buffer(2 * MiB)  # growth while `first` lives: its block is retired
+    assert dec._retired_blocks == 1
+    part = first[10:20]  # a slice shares the export
+    del first
+    assert dec._retired_blocks == 1
+    part.release()
+    assert dec._retired_blocks == 0
+    second[:4] = b"abcd"
+    dec.commit(4)
+    dec.append(b"y" * (3 * MiB - 4))  # growth again, while `second` lives
+    assert dec._retired_blocks == 1
+    third = dec.get_buffer()  # a live view of the current memory...
+    (frame,) = dec.frames()  # ...when the emptied buffer gives its memory back
+    assert frame[:4] == b"abcd" and len(frame) == 3 * MiB
+    assert dec._capacity == 0 and dec._retired_blocks == 2
+    third[:] = b"!" * len(third)  # still valid memory
+    del third
+    assert dec._retired_blocks == 1
+    del second
+    assert dec._retired_blocks == 0

@@ -128,7 +128,7 @@ cdef class FrameDecoder:
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         if self._vbuf == NULL:
-            raise BufferError("a FrameDecoder exports only the views get_buffer() returns")
+            raise TypeError("a FrameDecoder is not bytes-like: it exports only the views get_buffer() returns")
         view.buf = self._vbuf
         view.obj = self
         view.len = self._vlen

@@ -65,7 +65,7 @@ class FrameDecoder:
     """
 
     __slots__ = ("_rbuf", "_rview", "_rhead", "_rtail", "_oversized", "_framing", "_max_buffer",
-                 "_resume", "_need", "_lead", "_pending", "_seek")
+                 "_resume", "_need", "_lead", "_pending", "_seek", "__weakref__")
 
     def __init__(self, framing: Optional[Framing] = None, *,
                  max_buffer: int = _streambase.DEFAULT_MAX_BUFFER) -> None:
@@ -439,7 +439,7 @@ class FrameEncoder:
     that are not bytes-like; RESP takes values, encoded as replies.
     """
 
-    __slots__ = ("_framing",)
+    __slots__ = ("_framing", "__weakref__")
 
     def __init__(self, framing: Framing) -> None:
         self._framing = _db.check_encoder_framing(framing)
