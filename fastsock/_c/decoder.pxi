@@ -65,6 +65,9 @@ cdef object _NOT_PENDING_MSG = _decoderbase.NOT_PENDING
 cdef object _DEC_BUSY = "FrameDecoder is already in use (re-entered while it builds frames)"
 cdef object _dec_check_framing = _dec_streambase.check_framing
 
+cdef enum:
+    DEC_STACK_FRAMES = 16  # encode_many keeps the views and headers of a batch this small on the C stack
+
 ctypedef struct _dec_block:
     char *data             # a block no longer the decoder's memory, freed at its last release
     Py_ssize_t exports
@@ -733,6 +736,9 @@ cdef class FrameEncoder:
         cdef char *hdrs = NULL
         cdef size_t *hlens = NULL
         cdef bint framed = not self._codec
+        cdef Py_buffer stack_views[DEC_STACK_FRAMES]
+        cdef size_t stack_hlens[DEC_STACK_FRAMES]
+        cdef char stack_hdrs[DEC_STACK_FRAMES * FS_FRAME_HEADER_MAX]
         if isinstance(payloads, (bytes, bytearray, memoryview, str)):
             raise TypeError(f"expected an iterable of bytes-like objects, not a single {type(payloads).__name__}")
         if self._codec:  # RESP: values, each encoded as a reply, joined as writelines would
@@ -748,15 +754,21 @@ cdef class FrameEncoder:
         count = PySequence_Fast_GET_SIZE(seq)
         if count == 0:
             return []
-        views = <Py_buffer *>PyMem_Calloc(count, sizeof(Py_buffer))
-        hlens = <size_t *>PyMem_Calloc(count, sizeof(size_t))
-        if framed:
-            hdrs = <char *>PyMem_Malloc(count * FS_FRAME_HEADER_MAX)
-        if views == NULL or hlens == NULL or (framed and hdrs == NULL):
-            PyMem_Free(views)
-            PyMem_Free(hlens)
-            PyMem_Free(hdrs)
-            raise MemoryError()
+        if count <= DEC_STACK_FRAMES:  # the common small batch: no allocation for the bookkeeping
+            views = stack_views
+            hlens = stack_hlens
+            hdrs = stack_hdrs
+            memset(hlens, 0, <size_t>count * sizeof(size_t))  # unframed (RESP) batches read them as 0
+        else:
+            views = <Py_buffer *>PyMem_Calloc(count, sizeof(Py_buffer))
+            hlens = <size_t *>PyMem_Calloc(count, sizeof(size_t))
+            if framed:
+                hdrs = <char *>PyMem_Malloc(count * FS_FRAME_HEADER_MAX)
+            if views == NULL or hlens == NULL or (framed and hdrs == NULL):
+                PyMem_Free(views)
+                PyMem_Free(hlens)
+                PyMem_Free(hdrs)
+                raise MemoryError()
         try:
             for i in range(count):  # validate every payload before building anything
                 PyObject_GetBuffer(<object>PySequence_Fast_GET_ITEM(seq, i), &views[i], PyBUF_SIMPLE)
@@ -768,9 +780,10 @@ cdef class FrameEncoder:
         finally:
             for i in range(acquired):
                 PyBuffer_Release(&views[i])
-            PyMem_Free(views)
-            PyMem_Free(hlens)
-            PyMem_Free(hdrs)
+            if views != stack_views:
+                PyMem_Free(views)
+                PyMem_Free(hlens)
+                PyMem_Free(hdrs)
 
     cdef list _join(self, object seq, Py_buffer *views, char *hdrs, size_t *hlens, Py_ssize_t count,
                     bint framed):
