@@ -23,6 +23,7 @@ EXPECTED = {
     "worker_pool_server": "66 replies, 60 of them from the pool",
     # issue 12 (README "asyncio and uvloop"): on uvloop where it is installed, else asyncio's loop
     "aio_echo": "10 clients, 2000 frames echoed",
+    "aio_framed_server": "8 clients, 24016 pipelined requests answered",
 }
 
 
