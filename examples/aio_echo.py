@@ -29,22 +29,24 @@ TIMEOUT = 10                     # seconds: the whole run, so that it can never 
 
 
 async def handle(stream: fastsock.aio.Stream) -> None:
-    """One coroutine per connection (was: `async def handle(reader, writer)`)."""
+    """Called with one Stream per connection, plain or async (was: `async def handle(reader, writer)`)."""
     async for frame in stream:                   # every frame until the client's clean EOF
-        stream.write_frames([frame.upper()])     # framed in C: one writelines() per call
-        await stream.drain()                     # wait while the client is not reading
+        stream.write_frames([frame.upper()])     # framed in C, one writelines() per call
+        await stream.drain()                     # waits while the client is not reading
     stream.close()
     await stream.wait_closed()
 
 
 async def client(port: int, n: int) -> int:
+    # was: reader, writer = await asyncio.open_connection("127.0.0.1", port)
     stream = await fastsock.aio.open_connection("127.0.0.1", port, framing=FRAMING)
     try:
         messages = [b"client %d says hello %d" % (n, i) for i in range(MESSAGES)]
         stream.write_frames(messages)            # the whole batch, one writelines()
         await stream.drain()
         stream.write_eof()                       # no more requests; the replies still come
-        replies = [frame async for frame in stream]   # until the server closes
+        first = await stream.read_frame()        # was: n = await reader.readexactly(4); ...
+        replies = [first] + [frame async for frame in stream]   # the rest, until the server closes
         assert replies == [m.upper() for m in messages], (n, len(replies))
         return len(replies)
     finally:
@@ -53,6 +55,7 @@ async def client(port: int, n: int) -> int:
 
 
 async def main() -> None:
+    # was: server = await asyncio.start_server(handle, "127.0.0.1", 0)
     server = await fastsock.aio.start_server(handle, "127.0.0.1", 0, framing=FRAMING)
     async with server:                           # closed at the end, whatever happens
         port = server.sockets[0].getsockname()[1]

@@ -37,8 +37,8 @@ class Connection:
 
     def receive(self) -> bool:
         """One read; False once the client has finished sending."""
-        view = self.decoder.get_buffer()              # free space of the decoder's own buffer,
-        self.largest = max(self.largest, len(view))   # sized for the frame being received
+        view = self.decoder.get_buffer()              # free space of the decoder's own buffer
+        self.largest = max(self.largest, len(view))   # (sized for the frame being received)
         try:
             n = self.sock.recv_into(view)             # received in place: no copy
         except BlockingIOError:
