@@ -15,6 +15,7 @@ Run: python examples/aio_framed_server.py [asyncio]   (uvloop when installed; ex
 """
 
 import asyncio
+import faulthandler
 import sys
 
 import fastsock
@@ -123,7 +124,9 @@ async def main() -> None:
 
 def run(coro_fn) -> None:
     """Run coro_fn() on uvloop when it is installed (unless argv says `asyncio`), else on
-    asyncio's default loop, within TIMEOUT seconds."""
+    asyncio's default loop. Past TIMEOUT seconds, whatever hangs, the process prints every
+    thread's traceback and exits (status 1)."""
+    faulthandler.dump_traceback_later(TIMEOUT, exit=True)
     uvloop = None
     if "asyncio" not in sys.argv[1:]:
         try:
@@ -131,11 +134,11 @@ def run(coro_fn) -> None:
         except ImportError:
             pass
     print(f"event loop: {'asyncio' if uvloop is None else 'uvloop'}, fastsock backend: {fastsock.BACKEND}")
-    guarded = asyncio.wait_for(coro_fn(), TIMEOUT)
     if uvloop is None:
-        asyncio.run(guarded)
+        asyncio.run(coro_fn())
     else:
-        uvloop.run(guarded)                      # uvloop >= 0.18
+        uvloop.run(coro_fn())                    # uvloop >= 0.18
+    faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":
