@@ -1,5 +1,6 @@
 """Every script in examples/ runs to completion on both backends and prints what it says
-(the servers among them have their own test files)."""
+(the servers among them have their own test files), and the README's fastsock.aio snippets
+are excerpts of the examples they name."""
 
 from __future__ import annotations
 
