@@ -47,6 +47,21 @@ def test_example_runs(impl, example):
     assert EXPECTED[example.stem] in proc.stdout
 
 
+#: The aio examples pick uvloop when it is installed; this runs them on asyncio's own loop too.
+AIO_EXAMPLES = [p for p in EXAMPLES if p.stem.startswith("aio_")]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("example", AIO_EXAMPLES, ids=[p.stem for p in AIO_EXAMPLES])
+def test_aio_example_runs_on_the_default_loop(impl, example):
+    env = subprocess_env("1" if impl.__name__ == "fastsock._py" else "0")
+    proc = subprocess.run([sys.executable, str(example), "asyncio"], env=env, cwd=tempfile.gettempdir(),
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    assert "event loop: asyncio" in proc.stdout
+    assert EXPECTED[example.stem] in proc.stdout
+
+
 def _code_lines(text: str) -> list[str]:
     """The stripped code lines of a snippet: not blank, not a comment, not an elision (...)."""
     lines = (line.strip() for line in text.splitlines())
