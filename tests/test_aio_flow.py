@@ -330,6 +330,35 @@ def test_framed_protocol_drain_waits_for_a_reading_peer(aio):
     aio.run(main())
 
 
+def test_stream_drain_waits_after_write_frames(aio):
+    # write_frames() queues with transport.writelines(), which on Python 3.12.0-3.12.8 and
+    # 3.13.0-3.13.1 never paused the protocol (cpython#127655): drain() must wait all the same.
+    block = bytes(range(256)) * 256  # 64 KiB
+
+    async def main():
+        async with server_pair(LengthPrefix(4)) as (client, peer):
+            peer.transport.pause_reading()  # a peer that does not read
+            sent = 0
+            drain = None
+            while sent < 2000:  # bounded: write until drain() has to wait
+                client.write_frames([block, block])
+                sent += 2
+                drain = asyncio.ensure_future(client.drain())
+                await turns(2)
+                if not drain.done():
+                    break
+                await drain
+            await waiting(drain, 50)
+            peer.transport.resume_reading()  # the peer reads: drain() completes
+            frames = []
+            while len(frames) < sent:
+                frames += await peer.read_frames()
+            await drain
+            assert frames == [block] * sent
+
+    aio.run(main())
+
+
 def test_write_limit_keyword_refuses_and_queues_nothing(aio):
     async def main():
         loop = asyncio.get_running_loop()
