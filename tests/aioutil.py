@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import random
 import socket
+import ssl
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from types import ModuleType
 from typing import Any, Callable, Optional, TypeVar
@@ -134,8 +135,43 @@ async def server_pair(framing: Any = None, *, server_kw: Optional[dict[str, Any]
         await server.wait_closed()
 
 
-async def waiting(task: asyncio.Future[Any], turns: int = 20) -> None:
-    """Let the loop run `turns` times and check `task` is still waiting (bounded)."""
-    for _ in range(turns):
+async def turns(count: int = 20) -> None:
+    """Let the loop run `count` times (each turn polls the sockets once)."""
+    for _ in range(count):
         await asyncio.sleep(0)
+
+
+async def waiting(task: asyncio.Future[Any], count: int = 20) -> None:
+    """Let the loop run `count` times and check `task` is still waiting (bounded)."""
+    await turns(count)
     assert not task.done(), task
+
+
+async def until(predicate: Callable[[], bool], what: str = "", bound: float = TIMEOUT / 2) -> None:
+    """Poll `predicate` every millisecond until it is true; AssertionError naming `what`
+    after `bound` seconds (a guard against a hang, not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"still false after {bound} s: {what or predicate}")
+        await asyncio.sleep(0.001)
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts from a throwaway trustme CA, the server's certificate
+    for "localhost" (pass server_hostname="localhost"). Skips, printing why, without trustme
+    (it needs cryptography, which does not build on PyPy here)."""
+    try:
+        import trustme
+    except ImportError as exc:
+        reason = f"trustme is not installed here ({exc}); the TLS tests need its certificates"
+        print(reason)
+        pytest.skip(reason)
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx

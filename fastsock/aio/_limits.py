@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import sys
+from asyncio import selector_events
 from typing import Any, Optional
 
 from .errors import WriteLimitExceeded
@@ -48,6 +49,14 @@ def total_size(buffers: Optional[list[Any]]) -> int:
     return sum(map(payload_size, buffers))
 
 
+#: asyncio's socket transport whose writelines() never pauses the protocol (cpython#127655:
+#: Python 3.12.0-3.12.8 and 3.13.0-3.13.1), so that drain() would never wait; None elsewhere.
+_UNPAUSING: Any = (
+    getattr(selector_events, "_SelectorSocketTransport", None)
+    if (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
+    else None)
+
+
 def queue_buffers(transport: Any, buffers: Any, size: int, limit: int) -> None:
     """transport.writelines(buffers), `size` bytes in all, unless that would leave more than
     `limit` bytes unsent in the transport: then WriteLimitExceeded, and nothing is queued.
@@ -56,3 +65,7 @@ def queue_buffers(transport: Any, buffers: Any, size: int, limit: int) -> None:
     if pending + size > limit:
         raise WriteLimitExceeded(size, pending, limit)
     transport.writelines(buffers)
+    if _UNPAUSING is not None and isinstance(transport, _UNPAUSING):
+        # What the fixed writelines() does: pause_writing() past the high-water mark (and
+        # the transport's resume_writing() later), as write() always did.
+        transport._maybe_pause_protocol()

@@ -64,6 +64,9 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         self.framing = framing
         self.transport = None
         self._init_flow()
+        self._reading_paused = False  # by pause_reading(), until resume_reading()
+        self._held = False  # bytes came in while paused: decode them at resume_reading()
+        self._eof_held = False  # ... and then the EOF that followed them
         if type(self).get_buffer is FramedProtocol.get_buffer:
             # The transport calls the decoder itself: no Python frame per read.
             self.get_buffer = self._decoder.get_buffer  # type: ignore[method-assign]
@@ -79,17 +82,37 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         return self._decoder.get_buffer(sizehint)  # type: ignore[no-any-return]
 
     def buffer_updated(self, nbytes: int) -> None:
-        """`nbytes` landed in the buffer: deliver every complete frame with one frames_received()."""
+        """`nbytes` landed in the buffer: deliver every complete frame with one frames_received()
+        (while reading is paused: keep them for resume_reading())."""
+        if self._reading_paused:
+            self._hold(nbytes)
+            return
         try:
             frames = self._decoder.buffer_updated(nbytes)
         except (FrameTooLarge, FramingError) as exc:
             self._bad_frame(exc)
             return
+        self._deliver(frames)
+
+    def _deliver(self, frames: list[Any]) -> None:
         if frames:
             self.frames_received(frames)
         elif self._decoder.buffered >= self._max_buffer:  # a frame no buffer this size can complete
             self.frame_error(FrameTooLarge(self._decoder.buffered, self._max_buffer,
                                            f"no frame ends within max_buffer={self._max_buffer} bytes"))
+
+    def _hold(self, nbytes: int) -> None:
+        """Bytes read although reading is paused: transports that ignore a pause_reading()
+        made in connection_made() (uvloop, and asyncio on Python 3.9/3.10: cpython#103607),
+        and asyncio's TLS before 3.11, which hands over a read's records one by one. They wait
+        in the decoder, undecoded, until resume_reading(); the transport is paused again:
+        resumed first, as asyncio's 3.9/3.10 transport believes it is paused already (it set
+        the flag, then started reading anyway) and would ignore a second pause_reading()."""
+        self._decoder.commit(nbytes)
+        self._held = True
+        transport = self.transport
+        transport.resume_reading()
+        transport.pause_reading()
 
     def _bad_frame(self, exc: Exception) -> None:
         frames = getattr(exc, "frames", None)
@@ -99,12 +122,22 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
 
     def eof_received(self) -> Optional[bool]:
         """The peer finished sending; EOF inside a frame calls frame_error(IncompleteReadError).
-        Returns None: the transport closes (return True from an override to keep writing)."""
+        Returns None: the transport closes (return True from an override to keep writing).
+        While reading is paused with bytes held, the EOF waits for resume_reading() (and the
+        transport stays open until then, but under TLS, which closes regardless)."""
+        if self._held:
+            if self._reading_paused:
+                self._eof_held = True
+                return self.transport.get_extra_info("sslcontext") is None
+            self._deliver_held()  # resumed, but the EOF came before _deliver_held's turn
+        self._end_of_input()
+        return None
+
+    def _end_of_input(self) -> None:
         try:
             self._decoder.eof()
         except IncompleteReadError as exc:
             self.frame_error(exc)
-        return None
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         """Wakes every drain() (which then raises the error, or ConnectionResetError)."""
@@ -152,12 +185,35 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         queue_buffers(self.transport, buffers, sum(map(len, buffers)), self._write_limit)
 
     def pause_reading(self) -> None:
-        """Stop reading the transport (frames of the current read are still delivered)."""
+        """Stop reading the transport (frames of the current read are still delivered): no
+        frames_received() until resume_reading(), also on a transport that still reads
+        (the bytes wait in the buffer)."""
+        self._reading_paused = True
         self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        """Read the transport again after pause_reading()."""
+        """Read the transport again after pause_reading(). Frames that came in while paused
+        are delivered first, on the next loop iteration (never from inside this call)."""
+        self._reading_paused = False
         self.transport.resume_reading()
+        if self._held:
+            asyncio.get_running_loop().call_soon(self._deliver_held)
+
+    def _deliver_held(self) -> None:
+        if self._reading_paused or not self._held:  # paused again, or delivered by a read already
+            return
+        self._held = False
+        try:
+            frames = self._decoder.frames()
+        except (FrameTooLarge, FramingError) as exc:
+            self._bad_frame(exc)
+            return
+        self._deliver(frames)
+        if self._eof_held and not self._reading_paused:
+            self._eof_held = False
+            self._end_of_input()
+            if self.transport is not None:
+                self.transport.close()  # what the transport did at EOF had we returned None
 
     @property
     def buffered(self) -> int:
