@@ -10,7 +10,8 @@ from typing import Any, Optional
 from .errors import WriteLimitExceeded
 
 __all__ = ["DEFAULT_WRITE_LIMIT", "READ_HIGH", "NEVER", "check_write_limit", "read_marks", "payload_size", "total_size",
-           "queue_buffers"]
+           "queue_buffers",
+           "UNPAUSING", "pause_after_writelines"]
 
 #: Unsent bytes a transport may hold before a write raises WriteLimitExceeded (16 MiB).
 DEFAULT_WRITE_LIMIT = 16 * 1024 * 1024
@@ -51,7 +52,8 @@ def total_size(buffers: Optional[list[Any]]) -> int:
 
 #: asyncio's socket transport whose writelines() never pauses the protocol (cpython#127655:
 #: Python 3.12.0-3.12.8 and 3.13.0-3.13.1), so that drain() would never wait; None elsewhere.
-_UNPAUSING: Any = (
+#: FramedProtocol.send_frames, which inlines queue_buffers, checks it too.
+UNPAUSING: Any = (
     getattr(selector_events, "_SelectorSocketTransport", None)
     if (3, 12) <= sys.version_info[:3] < (3, 12, 9) or (3, 13) <= sys.version_info[:3] < (3, 13, 2)
     else None)
@@ -65,7 +67,12 @@ def queue_buffers(transport: Any, buffers: Any, size: int, limit: int) -> None:
     if pending + size > limit:
         raise WriteLimitExceeded(size, pending, limit)
     transport.writelines(buffers)
-    if _UNPAUSING is not None and isinstance(transport, _UNPAUSING):
-        # What the fixed writelines() does: pause_writing() past the high-water mark (and
-        # the transport's resume_writing() later), as write() always did.
+    if UNPAUSING is not None:
+        pause_after_writelines(transport)
+
+
+def pause_after_writelines(transport: Any) -> None:
+    """On the Pythons of UNPAUSING: what the fixed writelines() does, pause_writing() past
+    the high-water mark (and the transport's resume_writing() later), as write() always did."""
+    if isinstance(transport, UNPAUSING):
         transport._maybe_pause_protocol()

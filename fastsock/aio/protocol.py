@@ -13,7 +13,7 @@ from .._errors import FrameTooLarge, IncompleteReadError
 from ..framing import Framing, FramingError
 from . import _backend
 from ._flow import WriteFlow
-from ._limits import DEFAULT_WRITE_LIMIT, check_write_limit, queue_buffers
+from ._limits import DEFAULT_WRITE_LIMIT, UNPAUSING, check_write_limit, pause_after_writelines, queue_buffers
 from .errors import WriteLimitExceeded
 
 __all__ = ["FramedProtocol"]
@@ -92,7 +92,10 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         except (FrameTooLarge, FramingError) as exc:
             self._bad_frame(exc)
             return
-        self._deliver(frames)
+        if frames:  # _deliver() written out: this is every read's path
+            self.frames_received(frames)
+        elif self._decoder.buffered >= self._max_buffer:
+            self._deliver(frames)
 
     def _deliver(self, frames: list[Any]) -> None:
         if frames:
@@ -180,6 +183,8 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         if pending + size > self._write_limit:
             raise WriteLimitExceeded(size, pending, self._write_limit)
         transport.writelines(buffers)
+        if UNPAUSING is not None:
+            pause_after_writelines(transport)
 
     def _queue(self, buffers: list[Any]) -> None:
         queue_buffers(self.transport, buffers, sum(map(len, buffers)), self._write_limit)
