@@ -542,3 +542,38 @@ def test_cancelled_or_just_woken_read_loses_nothing(aio, read, how):
             return await call(client)
 
     assert aio.run(main()) == result
+
+
+def test_framed_protocol_reset_inside_a_frame_reports_the_cut_frame(aio):
+    # No EOF comes before a reset: connection_lost() reports the partial frame through
+    # frame_error(IncompleteReadError) before the loss, so it is never dropped silently.
+    async def main():
+        loop = asyncio.get_running_loop()
+        made = loop.create_future()
+
+        def factory():
+            proto = Sink()
+            made.set_result(proto)
+            return proto
+
+        server = await loop.create_server(factory, HOST, 0)
+        sock = socket.create_connection(server.sockets[0].getsockname()[:2])
+        try:
+            sink = await made
+            sock.sendall(b"\x00\x00\x00\x02ok\x00\x00\x00\x05ab")
+            await until(lambda: sink.buffered == 6, "the partial frame held")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        finally:
+            sock.close()  # with linger 0: a reset
+        lost = await sink.lost
+        server.close()
+        await server.wait_closed()
+        return sink.events, lost
+
+    events, lost = aio.run(main())
+    assert [kind for kind, _ in events] == ["frames", "error"]
+    assert events[0][1] == [b"ok"]
+    error = events[1][1]
+    assert isinstance(error, IncompleteReadError)
+    assert (error.partial, error.expected) == (b"\x00\x00\x00\x05ab", 9)
+    assert isinstance(lost, ConnectionResetError)

@@ -67,6 +67,7 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         self._reading_paused = False  # by pause_reading(), until resume_reading()
         self._held = False  # bytes came in while paused: decode them at resume_reading()
         self._eof_held = False  # ... and then the EOF that followed them
+        self._input_ended = False  # frame_error() was called, or the EOF was handled
         if type(self).get_buffer is FramedProtocol.get_buffer:
             # The transport calls the decoder itself: no Python frame per read.
             self.get_buffer = self._decoder.get_buffer  # type: ignore[method-assign]
@@ -101,6 +102,7 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         if frames:
             self.frames_received(frames)
         elif self._decoder.buffered >= self._max_buffer:  # a frame no buffer this size can complete
+            self._input_ended = True
             self.frame_error(FrameTooLarge(self._decoder.buffered, self._max_buffer,
                                            f"no frame ends within max_buffer={self._max_buffer} bytes"))
 
@@ -118,6 +120,7 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         transport.pause_reading()
 
     def _bad_frame(self, exc: Exception) -> None:
+        self._input_ended = True
         frames = getattr(exc, "frames", None)
         if frames:
             self.frames_received(frames)
@@ -137,13 +140,19 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         return None
 
     def _end_of_input(self) -> None:
+        self._input_ended = True
         try:
             self._decoder.eof()
         except IncompleteReadError as exc:
             self.frame_error(exc)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        """Wakes every drain() (which then raises the error, or ConnectionResetError)."""
+        """Wakes every drain() (which then raises the error, or ConnectionResetError). A
+        connection that ends inside a frame with no EOF first (a reset; asyncio's TLS before
+        Python 3.11, which reports the peer's close_notify with connection_lost() alone)
+        calls frame_error(IncompleteReadError) first: a cut frame is never dropped silently."""
+        if not self._input_ended and not self._reading_paused and self._decoder.buffered:
+            self._end_of_input()
         self._lose_flow(exc)
 
     # -- the application's side -----------------------------------------------------------
