@@ -6,7 +6,9 @@ the shrink rule)."""
 from __future__ import annotations
 
 import array
+import gc
 import struct
+import sys
 
 import pytest
 from sockutil import needs_tracemalloc, tracemalloc
@@ -583,3 +585,96 @@ def test_compiled_retired_blocks_are_freed_at_their_last_release():
     assert dec._retired_blocks == 1
     del second
     assert dec._retired_blocks == 0
+
+
+def test_failed_reinit_changes_nothing(impl):
+    # Every check runs before anything changes: a re-__init__ with a bad framing must not
+    # leave more bytes held than its new, lower max_buffer (an overflow of the compiled one).
+    dec = impl.FrameDecoder(impl.LengthPrefix(4), max_buffer=1 << 20)
+    dec.append(b"x" * 100)
+    with pytest.raises(TypeError):
+        dec.__init__("not a framing", max_buffer=10)
+    assert (dec.buffered, dec.max_buffer) == (100, 1 << 20)
+    with pytest.raises(ValueError):
+        dec.__init__(impl.LengthPrefix(4), max_buffer=0)
+    assert (dec.buffered, dec.max_buffer) == (100, 1 << 20)
+    dec.__init__(impl.LengthPrefix(2), max_buffer=10)  # a successful one starts afresh
+    assert (dec.buffered, dec.max_buffer) == (0, 10)
+    with pytest.raises(FrameTooLarge):
+        dec.append(b"y" * 2000)
+    assert dec.buffered == 0
+
+
+def _hostile_size(dec, size):
+    """An n whose own code (comparisons, __index__) empties the decoder and refills it with
+    one byte, moving its memory, before it says `size`."""
+    class Hostile:
+        def __index__(self):
+            dec.read()
+            dec.append(b"x")
+            return size
+
+        def __lt__(self, other):
+            return False
+
+        def __ge__(self, other):
+            return True
+
+    return Hostile()
+
+
+@pytest.mark.parametrize("method", ["read", "peek"])
+def test_read_and_peek_measure_after_their_argument_ran(impl, method):
+    dec = impl.FrameDecoder(max_buffer=64 * MiB)
+    dec.append(b"s" * (2 * MiB))  # above the shrink threshold: emptied, its memory goes back
+    out = getattr(dec, method)(_hostile_size(dec, 2 * MiB))
+    assert out == b"x"  # what is held once n is known, never the 2 MiB from before
+    assert dec.buffered == (0 if method == "read" else 1)
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="gc.callbacks are CPython's")
+def test_get_buffer_refuses_reentry_from_a_collection(impl):
+    # The view's allocation can run the GC (on CPython < 3.12, at the allocation itself)
+    # before the export is counted: a gc callback or finalizer that feeds the same decoder
+    # then must not move the memory the view is for. The compiled decoder refuses it.
+    dec = impl.FrameDecoder(impl.LengthPrefix(4), max_buffer=64 * MiB)
+    dec.append(b"\0\0\0\xff" + b"a" * 100)  # a partial frame: the buffer fits it closely
+    armed = [False]
+    outcomes = []
+
+    def callback(phase, info):
+        if phase == "start" and armed[0]:
+            armed[0] = False
+            try:
+                dec.append(b"b" * (4 * MiB))
+                outcomes.append("appended")
+            except RuntimeError:
+                outcomes.append("refused")
+
+    gc.collect()
+    gc.callbacks.append(callback)
+    threshold = gc.get_threshold()
+    try:
+        gc.set_threshold(1)
+        armed[0] = True  # no allocation between here and get_buffer's own
+        view = dec.get_buffer(16)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(callback)
+    view[:] = b"Z" * len(view)  # valid memory whatever happened
+    if impl.__name__ == "fastsock._c._speedups" and sys.version_info < (3, 12):
+        assert outcomes == ["refused"]
+        assert dec.buffered == 104
+
+
+def test_decoders_and_encoders_refuse_copy_and_pickle(impl):
+    import copy
+    import pickle
+
+    dec = impl.FrameDecoder(impl.LengthPrefix(4))
+    enc = impl.FrameEncoder(impl.LengthPrefix(4))
+    for obj in (dec, enc):
+        with pytest.raises(TypeError):
+            copy.copy(obj)
+        with pytest.raises(TypeError):
+            pickle.dumps(obj)

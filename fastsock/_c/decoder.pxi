@@ -122,10 +122,15 @@ cdef class FrameDecoder:
         PyMem_Free(self._old)
 
     def __init__(self, framing=None, *, max_buffer=_dec_streambase.DEFAULT_MAX_BUFFER):
+        cdef size_t limit
         self._enter()
-        self._max_buffer = <size_t>_decoderbase.check_max_buffer(max_buffer)
-        self._set_framing(framing)
+        # Every check before anything changes: a failing re-__init__ must not leave more
+        # bytes held than a new, lower max_buffer allows.
+        limit = <size_t>_decoderbase.check_max_buffer(max_buffer)
+        _dec_check_framing(framing)
         self._drop()
+        self._max_buffer = limit
+        self._set_framing(framing)
 
     # -- exports (the buffer protocol, for get_buffer's views) ---------------------------
 
@@ -271,11 +276,11 @@ cdef class FrameDecoder:
 
     cdef int _append_raw(self, const char *p, size_t size) except -1:
         cdef size_t held = fs_buffer_len(&self._r)
-        if size > self._max_buffer - held:
+        if held > self._max_buffer or size > self._max_buffer - held:
             raise _decoderbase.append_error(held, size, self._max_buffer)
         if size:
-            if self._r.cap - self._r.tail < size:
-                self._reserve(size)
+            if self._r.cap - self._r.tail < size and <size_t>self._reserve(size) < size:
+                raise _decoderbase.append_error(held, size, self._max_buffer)
             memcpy(fs_buffer_end(&self._r), p, size)
             fs_buffer_commit(&self._r, size)
         return 0
@@ -399,10 +404,14 @@ cdef class FrameDecoder:
             raise _decoderbase.full_error(held, self._max_buffer)
         self._vbuf = fs_buffer_end(&self._r)
         self._vlen = room
+        # The memoryview's allocation can run the GC (finalizers) before __getbuffer__
+        # counts the export: none of them may move the memory _vbuf points into.
+        self._busy = True
         try:
             view = PyMemoryView_FromObject(self)
         finally:
             self._vbuf = NULL
+            self._busy = False
         self._pending = room
         return view
 
@@ -488,11 +497,12 @@ cdef class FrameDecoder:
     def read(self, n=-1):
         """Up to n held bytes (n < 0 or None: all), consumed; b"" when none is held."""
         cdef size_t held
+        cdef size_t want = <size_t>-1
         self._enter()
+        if n is not None and not n < 0:  # n's own code runs here: read the length after it
+            want = <size_t>size_arg(n, "read")
         held = fs_buffer_len(&self._r)
-        if n is None or n < 0:
-            return self._take(held)
-        return self._take(min(<size_t>size_arg(n, "read"), held))
+        return self._take(min(want, held))
 
     def read_exactly(self, n):
         """Exactly n held bytes, consumed; None (nothing consumed) while fewer are held.
@@ -590,9 +600,12 @@ cdef class FrameDecoder:
 
     def peek(self, n=-1):
         """Up to n held bytes (n < 0 or None: all), not consumed."""
-        cdef Py_ssize_t size = <Py_ssize_t>fs_buffer_len(&self._r)
-        if n is not None and n >= 0:
-            size = min(size, size_arg(n, "peek"))
+        cdef Py_ssize_t size = -1, held
+        if n is not None and n >= 0:  # n's own code runs here: read the length after it
+            size = size_arg(n, "peek")
+        held = <Py_ssize_t>fs_buffer_len(&self._r)
+        if size < 0 or size > held:
+            size = held
         return PyBytes_FromStringAndSize(fs_buffer_start(&self._r), size)
 
     def discard(self, n):

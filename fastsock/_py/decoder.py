@@ -69,8 +69,9 @@ class FrameDecoder:
 
     def __init__(self, framing: Optional[Framing] = None, *,
                  max_buffer: int = _streambase.DEFAULT_MAX_BUFFER) -> None:
-        self._max_buffer = _db.check_max_buffer(max_buffer)
+        max_buffer = _db.check_max_buffer(max_buffer)  # both checks before anything changes
         self._framing: Optional[Framing] = _streambase.check_framing(framing)
+        self._max_buffer = max_buffer
         self._lead = _lead_need(self._framing)
         # _rbuf[:_rhead] taken, [_rhead:_rtail] held, [_rtail:] free; _oversized:
         # len(_rbuf) > _SHRINK_AT (given back once emptied).
@@ -303,9 +304,9 @@ class FrameDecoder:
     def read(self, n: Optional[int] = -1) -> bytes:
         """Up to n held bytes (n < 0 or None: all), consumed; b"" when none is held."""
         self._pending = -1
+        want = -1 if n is None or n < 0 else _size(n, "read")  # n's code first, then the length
         held = self._rtail - self._rhead
-        size = held if n is None or n < 0 else min(_size(n, "read"), held)
-        return self._take(size)
+        return self._take(held if want < 0 else min(want, held))
 
     def read_exactly(self, n: int) -> Optional[bytes]:
         """Exactly n held bytes, consumed; None (nothing consumed) while fewer are held.
@@ -380,9 +381,10 @@ class FrameDecoder:
 
     def peek(self, n: Optional[int] = -1) -> bytes:
         """Up to n held bytes (n < 0 or None: all), not consumed."""
+        want = _size(n, "peek") if n is not None and n >= 0 else -1  # n's code first, then the length
         size = self._rtail - self._rhead
-        if n is not None and n >= 0:
-            size = min(size, _size(n, "peek"))
+        if 0 <= want < size:
+            size = want
         head = self._rhead
         return bytes(self._rview[head:head + size])
 
@@ -395,6 +397,10 @@ class FrameDecoder:
         return k
 
     # -- attributes -------------------------------------------------------------------
+
+    def __reduce__(self) -> Any:
+        """Refused, as by the compiled decoder: a copy would share this decoder's buffer."""
+        raise TypeError(f"cannot copy or pickle a {type(self).__name__}: it holds a connection's buffer")
 
     @property
     def framing(self) -> Optional[Framing]:
@@ -443,6 +449,10 @@ class FrameEncoder:
 
     def __init__(self, framing: Framing) -> None:
         self._framing = _db.check_encoder_framing(framing)
+
+    def __reduce__(self) -> Any:
+        """Refused, as by the compiled encoder."""
+        raise TypeError(f"cannot copy or pickle a {type(self).__name__}")
 
     @property
     def framing(self) -> Framing:

@@ -12,8 +12,9 @@ so a cancelled read (asyncio.timeout, wait_for, task.cancel) leaves every byte b
 Flow control. With no read waiting for more, reaching the high-water mark (4 x 64 KiB, or
 max_buffer if lower) pauses the transport's reading; a read that must wait resumes it, and
 so does a read that leaves fewer than the low mark (a quarter of it) buffered. A read that
-waits for more than the high-water mark (a large frame) keeps the transport reading until it
-has it, and max_buffer bounds everything.
+waits for more than the high-water mark (a large frame) still gets it: each wait resumes
+reading for at least one more byte (so reading pauses and resumes a few times per large
+frame), and max_buffer bounds everything.
 
 Writing. Every write first checks that the transport's unsent bytes plus its own stay within
 write_limit (WriteLimitExceeded, nothing queued); drain() waits while the transport has
