@@ -82,3 +82,4 @@ from fastsock._py.server import Connection as Connection, Server as Server, serv
 
 # --- FrameDecoder / FrameEncoder (decoder.pxi): the same class API as the pure twin ---
 from fastsock._py.decoder import FrameDecoder as FrameDecoder, FrameEncoder as FrameEncoder
+from fastsock._py.decoder import _FrameDelivery as _FrameDelivery

@@ -850,3 +850,55 @@ cdef class FrameEncoder:
             i += 1
             start = i
         return out
+
+
+cdef class _FrameDelivery:
+    """_FrameDelivery(decoder, protocol)
+
+    fastsock.aio.FramedProtocol's buffer_updated() in C (its pure twin is in
+    fastsock/_py/decoder.py): the transport calls it with each read's byte count; the common
+    case, a read that completes frames, goes straight to protocol.frames_received(frames)
+    with no Python frame in between. Everything else goes back to the protocol's Python:
+    `paused` (kept by the protocol) to protocol._hold(nbytes), a decoding error to
+    protocol._bad_frame(exc), a full buffer without a frame to protocol._deliver([]).
+    close() drops the protocol (it refers back to this object: the cycle ends there)."""
+
+    cdef FrameDecoder _dec
+    cdef object _protocol
+    cdef object _on_frames
+    cdef size_t _max_buffer
+    cdef public bint paused
+
+    def __init__(self, FrameDecoder decoder not None, protocol):
+        self._dec = decoder
+        self._protocol = protocol
+        self._on_frames = protocol.frames_received
+        self._max_buffer = decoder._max_buffer
+        self.paused = False
+
+    def __call__(self, nbytes):
+        cdef list frames
+        protocol = self._protocol
+        if protocol is None:  # closed: the connection is gone, the bytes with it
+            self._dec.commit(nbytes)
+            return
+        if self.paused:
+            protocol._hold(nbytes)
+            return
+        if self._dec._busy:
+            raise RuntimeError(_DEC_BUSY)
+        self._dec._commit(nbytes)
+        try:
+            frames = self._dec._decode(PY_SSIZE_T_MAX)
+        except (_DecFrameTooLarge, _DecFramingError) as exc:
+            protocol._bad_frame(exc)
+            return
+        if frames:
+            self._on_frames(frames)
+        elif fs_buffer_len(&self._dec._r) >= self._max_buffer:
+            protocol._deliver(frames)
+
+    def close(self):
+        """Forget the protocol: later calls only commit what the transport read."""
+        self._protocol = None
+        self._on_frames = None

@@ -8,6 +8,7 @@ from . import server as _server_mod
 from . import socket as _socket_mod
 from . import stream as _stream_mod
 from .decoder import *
+from .decoder import _FrameDelivery  # fastsock.aio.FramedProtocol's read path
 from .poller import *
 from .server import *
 from .socket import *

@@ -510,3 +510,48 @@ def _join_small(frames: list[tuple[bytes, bytes, Any]]) -> list[Any]:
     if joined:
         out.append(joined)
     return out
+
+
+class _FrameDelivery:
+    """_FrameDelivery(decoder, protocol)
+
+    fastsock.aio.FramedProtocol's buffer_updated() as one callable (the compiled twin in
+    fastsock/_c/decoder.pxi saves the Python frame): a read that completes frames goes to
+    protocol.frames_received(frames); `paused` (kept by the protocol) sends the bytes to
+    protocol._hold(nbytes), a decoding error to protocol._bad_frame(exc), a full buffer
+    without a frame to protocol._deliver([]). close() drops the protocol (it refers back to
+    this object: the cycle ends there)."""
+
+    __slots__ = ("_dec", "_protocol", "_on_frames", "_max_buffer", "paused", "__weakref__")
+
+    def __init__(self, decoder: FrameDecoder, protocol: Any) -> None:
+        if not isinstance(decoder, FrameDecoder):
+            raise TypeError(f"decoder must be a FrameDecoder, not {type(decoder).__name__}")
+        self._dec = decoder
+        self._protocol = protocol
+        self._on_frames = protocol.frames_received
+        self._max_buffer = decoder.max_buffer
+        self.paused = False
+
+    def __call__(self, nbytes: int) -> None:
+        protocol = self._protocol
+        if protocol is None:  # closed: the connection is gone, the bytes with it
+            self._dec.commit(nbytes)
+            return
+        if self.paused:
+            protocol._hold(nbytes)
+            return
+        try:
+            frames = self._dec.buffer_updated(nbytes)
+        except (FrameTooLarge, FramingError) as exc:
+            protocol._bad_frame(exc)
+            return
+        if frames:
+            self._on_frames(frames)
+        elif self._dec.buffered >= self._max_buffer:
+            protocol._deliver(frames)
+
+    def close(self) -> None:
+        """Forget the protocol: later calls only commit what the transport read."""
+        self._protocol = None
+        self._on_frames = None

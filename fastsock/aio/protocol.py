@@ -71,6 +71,13 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         if type(self).get_buffer is FramedProtocol.get_buffer:
             # The transport calls the decoder itself: no Python frame per read.
             self.get_buffer = self._decoder.get_buffer  # type: ignore[method-assign]
+        self._delivery: Any = None
+        if type(self).buffer_updated is FramedProtocol.buffer_updated:
+            # buffer_updated() below as one backend callable (C in the compiled backend): a
+            # read that completes frames reaches frames_received() with no Python frame
+            # between; the rest comes back to _hold, _bad_frame and _deliver.
+            self._delivery = impl._FrameDelivery(self._decoder, self)
+            self.buffer_updated = self._delivery  # type: ignore[method-assign]
 
     # -- the transport's calls ------------------------------------------------------------
 
@@ -153,6 +160,8 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         calls frame_error(IncompleteReadError) first: a cut frame is never dropped silently."""
         if not self._input_ended and not self._reading_paused and self._decoder.buffered:
             self._end_of_input()
+        if self._delivery is not None:
+            self._delivery.close()  # it refers to this protocol: end the cycle
         self._lose_flow(exc)
 
     # -- the application's side -----------------------------------------------------------
@@ -202,16 +211,21 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         """Stop reading the transport (frames of the current read are still delivered): no
         frames_received() until resume_reading(), also on a transport that still reads
         (the bytes wait in the buffer)."""
-        self._reading_paused = True
+        self._set_paused(True)
         self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         """Read the transport again after pause_reading(). Frames that came in while paused
         are delivered first, on the next loop iteration (never from inside this call)."""
-        self._reading_paused = False
+        self._set_paused(False)
         self.transport.resume_reading()
         if self._held:
             asyncio.get_running_loop().call_soon(self._deliver_held)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._reading_paused = paused
+        if self._delivery is not None:
+            self._delivery.paused = paused
 
     def _deliver_held(self) -> None:
         if self._reading_paused or not self._held:  # paused again, or delivered by a read already
