@@ -77,15 +77,28 @@ def test_delivery_reports_a_full_buffer_and_malformed_bytes(impl):
     assert kind == "bad" and isinstance(exc, FramingError) and exc.frames == [b"ok"]
 
 
-def test_closed_delivery_only_commits(impl):
+def test_delivery_without_its_protocol_only_commits(impl):
+    # The delivery holds its protocol weakly (the protocol holds the delivery): once the
+    # protocol is gone, what the transport read is committed and nothing else happens.
     dec = impl.FrameDecoder(LengthPrefix(4))
-    proto = Recorder()
+    proto = Recorder(dec)
     deliver = impl._FrameDelivery(dec, proto)
-    deliver.close()
+    del proto
+    gc.collect()
     deliver(_write(dec, b"\0\0\0\2ok"))
-    assert proto.calls == [] and dec.buffered == 6
+    assert dec.buffered == 6
     with pytest.raises(RuntimeError):  # each get_buffer allows one commit
         deliver(1)
+
+
+def test_delivery_looks_frames_received_up_per_call(impl):
+    dec = impl.FrameDecoder(LengthPrefix(4))
+    proto = Recorder(dec)
+    deliver = impl._FrameDelivery(dec, proto)
+    got = []
+    proto.frames_received = got.append  # replaced after the delivery was made
+    deliver(_write(dec, b"\0\0\0\1a"))
+    assert got == [[b"a"]] and proto.calls == []
 
 
 def test_delivery_checks_its_arguments(impl):

@@ -225,8 +225,10 @@ class Sink(fsaio.FramedProtocol):
         super().frame_error(exc)
 
     def connection_lost(self, exc):
-        super().connection_lost(exc)
-        self.lost.set_result(exc)
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.lost.set_result(exc)
 
 
 class Sender(Sink):
@@ -577,3 +579,155 @@ def test_framed_protocol_reset_inside_a_frame_reports_the_cut_frame(aio):
     assert isinstance(error, IncompleteReadError)
     assert (error.partial, error.expected) == (b"\x00\x00\x00\x05ab", 9)
     assert isinstance(lost, ConnectionResetError)
+
+
+class Cutter(Sink):
+    """A Sink whose frames_received pauses reading after the first batch when `pause_after`."""
+
+    def __init__(self, pause_after=False, **kw):
+        super().__init__(**kw)
+        self.pause_after = pause_after
+
+    def frames_received(self, frames):
+        super().frames_received(frames)
+        if self.pause_after:
+            self.pause_reading()
+
+
+async def _reset_after(sink_factory, data, settle):
+    """A server protocol from `sink_factory`; a client sends `data` then resets. Returns
+    the protocol once its connection is lost."""
+    loop = asyncio.get_running_loop()
+    made = loop.create_future()
+
+    def factory():
+        proto = sink_factory()
+        made.set_result(proto)
+        return proto
+
+    server = await loop.create_server(factory, HOST, 0)
+    sock = socket.create_connection(server.sockets[0].getsockname()[:2])
+    try:
+        proto = await made
+        sock.sendall(data)
+        await until(lambda: settle(proto), "the bytes arrived")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        sock.close()
+    proto.transport.write(b"x" * 100)  # a paused reader learns of the reset from its writes
+    await proto.lost
+    server.close()
+    await server.wait_closed()
+    return proto
+
+
+def test_paused_protocol_still_reports_the_cut_frame(aio):
+    # Paused from frames_received with a partial frame in the buffer (nothing held): the
+    # loss reports it all the same.
+    async def main():
+        proto = await _reset_after(lambda: Cutter(pause_after=True),
+                                   b"\x00\x00\x00\x02ok\x00\x00\x00\x05ab", lambda p: p.buffered == 6)
+        return proto.events
+
+    events = aio.run(main())
+    assert [kind for kind, _ in events] == ["frames", "error"]
+    assert events[0][1] == [b"ok"]
+    assert isinstance(events[1][1], IncompleteReadError)
+    assert events[1][1].partial == b"\x00\x00\x00\x05ab"
+
+
+class ReadingOnTransport:
+    """A transport that, like uvloop's (or asyncio's on 3.9/3.10) after a pause made in
+    connection_made, goes on handing the protocol bytes: the held-bytes path, on any loop."""
+
+    def __init__(self):
+        self.calls = []
+
+    def pause_reading(self):
+        self.calls.append("pause")
+
+    def resume_reading(self):
+        self.calls.append("resume")
+
+    def close(self):
+        self.calls.append("close")
+
+    def is_closing(self):
+        return "close" in self.calls
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def get_write_buffer_size(self):
+        return 0
+
+
+def test_frames_held_while_paused_come_before_the_cut_frame_report(aio):
+    # Paused, bytes held undecoded, then the connection is lost (a reset): nothing is
+    # delivered at the loss; resuming delivers the complete frames first, then reports the
+    # cut one. And resumed but lost before the delivery's turn: the frames come first too.
+    data = b"\x00\x00\x00\x02ok\x00\x00\x00\x01x\x00\x00\x00\x05ab"
+
+    def receive(proto):
+        view = proto.get_buffer(-1)
+        view[:len(data)] = data
+        proto.buffer_updated(len(data))
+
+    async def main():
+        still_paused = Sink(paused=True)
+        still_paused.connection_made(ReadingOnTransport())
+        receive(still_paused)
+        assert still_paused.buffered == 17
+        still_paused.connection_lost(ConnectionResetError())
+        assert still_paused.events == []  # nothing while paused, not even at the loss
+        still_paused.resume_reading()
+        await turns(3)
+        resumed = Sink(paused=True)
+        resumed.connection_made(ReadingOnTransport())
+        receive(resumed)
+        resumed.resume_reading()  # its delivery is scheduled for the next turn...
+        resumed.connection_lost(ConnectionResetError())  # ...but the loss comes first
+        await turns(3)
+        return still_paused.events, resumed.events
+
+    for events in aio.run(main()):
+        assert events[0] == ("frames", [b"ok", b"x"])
+        assert len(events) == 2 and isinstance(events[1][1], IncompleteReadError)
+        assert events[1][1].partial == b"\x00\x00\x00\x05ab"
+
+
+def test_a_failing_frame_error_still_wakes_drain(aio):
+    class Failing(Sink):
+        def frame_error(self, exc):
+            super().frame_error(exc)
+            raise RuntimeError("the application's own bug")
+
+    async def main():
+        proto = await _reset_after(Failing, b"\x00\x00\x00\x05ab", lambda p: p.buffered == 6)
+        with pytest.raises(ConnectionResetError):
+            await proto.drain()  # woken by connection_lost although frame_error raised
+        return proto.events
+
+    events = aio.run(main())
+    assert [kind for kind, _ in events] == ["error"]
+    assert any("the application's own bug" in str(ctx.get("exception")) for ctx in aio.errors)
+
+
+def test_a_protocol_serves_a_second_connection(aio):
+    # One protocol instance reused for two connections (a factory returning the same
+    # object): the read path keeps working after the first connection_lost.
+    async def main():
+        loop = asyncio.get_running_loop()
+        proto = Sink()
+        server = await loop.create_server(lambda: proto, HOST, 0)
+        for i in range(2):
+            proto.lost = loop.create_future()
+            with socket.create_connection(server.sockets[0].getsockname()[:2]) as sock:
+                sock.sendall(b"\x00\x00\x00\x01" + b"%d" % i)
+                await until(lambda n=i + 1: len(proto.frames) == n, "the frame")
+            await proto.lost
+        server.close()
+        await server.wait_closed()
+        return proto.frames
+
+    assert aio.run(main()) == [b"0", b"1"]

@@ -49,6 +49,8 @@ cdef extern from "Python.h":
     # An index as Py_ssize_t, clamped on overflow (exc NULL); TypeError for a non-integer.
     Py_ssize_t _dec_index "PyNumber_AsSsize_t"(object o, PyObject *exc) except? -1
 
+from weakref import ref as _dec_weakref
+
 from fastsock import _decoderbase
 from fastsock import _streambase as _dec_streambase
 from fastsock._errors import FrameTooLarge as _DecFrameTooLarge
@@ -122,12 +124,11 @@ cdef class FrameDecoder:
         PyMem_Free(self._old)
 
     def __init__(self, framing=None, *, max_buffer=_dec_streambase.DEFAULT_MAX_BUFFER):
-        cdef size_t limit
-        self._enter()
-        # Every check before anything changes: a failing re-__init__ must not leave more
-        # bytes held than a new, lower max_buffer allows.
-        limit = <size_t>_decoderbase.check_max_buffer(max_buffer)
+        # Every check before anything changes (a pending get_buffer included): a failing
+        # re-__init__ must not leave more bytes held than a new, lower max_buffer allows.
+        cdef size_t limit = <size_t>_decoderbase.check_max_buffer(max_buffer)
         _dec_check_framing(framing)
+        self._enter()
         self._drop()
         self._max_buffer = limit
         self._set_framing(framing)
@@ -465,11 +466,11 @@ cdef class FrameDecoder:
     def frames(self, max_frames=None):
         """Every complete frame held (at most max_frames), consumed; [] if none is."""
         cdef Py_ssize_t limit = PY_SSIZE_T_MAX
-        self._enter()
-        if max_frames is not None:
+        if max_frames is not None:  # its own code before _enter()
             limit = size_arg(max_frames, "frames")
             if limit == 0:
                 raise ValueError("max_frames must be >= 1")
+        self._enter()
         return self._decode(limit)
 
     def eof(self):
@@ -498,18 +499,17 @@ cdef class FrameDecoder:
         """Up to n held bytes (n < 0 or None: all), consumed; b"" when none is held."""
         cdef size_t held
         cdef size_t want = <size_t>-1
-        self._enter()
-        if n is not None and not n < 0:  # n's own code runs here: read the length after it
+        if n is not None and not n < 0:  # n's own code runs first: then the checks, the length
             want = <size_t>size_arg(n, "read")
+        self._enter()
         held = fs_buffer_len(&self._r)
         return self._take(min(want, held))
 
     def read_exactly(self, n):
         """Exactly n held bytes, consumed; None (nothing consumed) while fewer are held.
         FrameTooLarge if n exceeds max_buffer (the decoder could never hold them)."""
-        cdef Py_ssize_t size
+        cdef Py_ssize_t size = size_arg(n, "read_exactly")  # n's own code before _enter()
         self._enter()
-        size = size_arg(n, "read_exactly")
         if <size_t>size > self._max_buffer:
             raise _decoderbase.exactly_error(size, self._max_buffer)
         if fs_buffer_len(&self._r) < <size_t>size:
@@ -611,9 +611,9 @@ cdef class FrameDecoder:
     def discard(self, n):
         """Drop up to n held bytes (e.g. a frame refused by FrameTooLarge or FramingError);
         returns how many were dropped."""
-        cdef size_t k
+        cdef size_t k = <size_t>size_arg(n, "discard")  # n's own code before _enter()
         self._enter()
-        k = min(<size_t>size_arg(n, "discard"), fs_buffer_len(&self._r))
+        k = min(k, fs_buffer_len(&self._r))
         self._consume(k)
         return k
 
@@ -861,25 +861,24 @@ cdef class _FrameDelivery:
     with no Python frame in between. Everything else goes back to the protocol's Python:
     `paused` (kept by the protocol) to protocol._hold(nbytes), a decoding error to
     protocol._bad_frame(exc), a full buffer without a frame to protocol._deliver([]).
-    close() drops the protocol (it refers back to this object: the cycle ends there)."""
+    The protocol is held by a weak reference (it holds this object: no cycle); once it is
+    gone, a call only commits what the transport read."""
 
     cdef FrameDecoder _dec
-    cdef object _protocol
-    cdef object _on_frames
+    cdef object _protocol_ref
     cdef size_t _max_buffer
     cdef public bint paused
 
     def __init__(self, FrameDecoder decoder not None, protocol):
         self._dec = decoder
-        self._protocol = protocol
-        self._on_frames = protocol.frames_received
+        self._protocol_ref = _dec_weakref(protocol)
         self._max_buffer = decoder._max_buffer
         self.paused = False
 
     def __call__(self, nbytes):
         cdef list frames
-        protocol = self._protocol
-        if protocol is None:  # closed: the connection is gone, the bytes with it
+        protocol = self._protocol_ref()
+        if protocol is None:
             self._dec.commit(nbytes)
             return
         if self.paused:
@@ -894,11 +893,6 @@ cdef class _FrameDelivery:
             protocol._bad_frame(exc)
             return
         if frames:
-            self._on_frames(frames)
+            protocol.frames_received(frames)  # looked up per call, as the Python path does
         elif fs_buffer_len(&self._dec._r) >= self._max_buffer:
             protocol._deliver(frames)
-
-    def close(self):
-        """Forget the protocol: later calls only commit what the transport read."""
-        self._protocol = None
-        self._on_frames = None

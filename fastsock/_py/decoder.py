@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import operator
 import sys
+import weakref
 from typing import Any, Optional, Union
 
 from .. import _decoderbase as _db
@@ -272,12 +273,12 @@ class FrameDecoder:
 
     def frames(self, max_frames: Optional[int] = None) -> list[Any]:
         """Every complete frame held (at most max_frames), consumed; [] if none is."""
-        self._pending = -1
         limit = _NO_LIMIT
-        if max_frames is not None:
+        if max_frames is not None:  # its own code first
             limit = _size(max_frames, "frames")
             if limit == 0:
                 raise ValueError("max_frames must be >= 1")
+        self._pending = -1
         return self._decode(limit)
 
     def eof(self) -> None:
@@ -303,16 +304,16 @@ class FrameDecoder:
 
     def read(self, n: Optional[int] = -1) -> bytes:
         """Up to n held bytes (n < 0 or None: all), consumed; b"" when none is held."""
-        self._pending = -1
         want = -1 if n is None or n < 0 else _size(n, "read")  # n's code first, then the length
+        self._pending = -1
         held = self._rtail - self._rhead
         return self._take(held if want < 0 else min(want, held))
 
     def read_exactly(self, n: int) -> Optional[bytes]:
         """Exactly n held bytes, consumed; None (nothing consumed) while fewer are held.
         FrameTooLarge if n exceeds max_buffer (the decoder could never hold them)."""
+        size = _size(n, "read_exactly")  # n's own code first
         self._pending = -1
-        size = _size(n, "read_exactly")
         if size > self._max_buffer:
             raise _db.exactly_error(size, self._max_buffer)
         if self._rtail - self._rhead < size:
@@ -391,8 +392,9 @@ class FrameDecoder:
     def discard(self, n: int) -> int:
         """Drop up to n held bytes (e.g. a frame refused by FrameTooLarge or FramingError);
         returns how many were dropped."""
+        k = _size(n, "discard")  # n's own code first
         self._pending = -1
-        k = min(_size(n, "discard"), self._rtail - self._rhead)
+        k = min(k, self._rtail - self._rhead)
         self._consume(k)
         return k
 
@@ -519,23 +521,23 @@ class _FrameDelivery:
     fastsock/_c/decoder.pxi saves the Python frame): a read that completes frames goes to
     protocol.frames_received(frames); `paused` (kept by the protocol) sends the bytes to
     protocol._hold(nbytes), a decoding error to protocol._bad_frame(exc), a full buffer
-    without a frame to protocol._deliver([]). close() drops the protocol (it refers back to
-    this object: the cycle ends there)."""
+    without a frame to protocol._deliver([]). The protocol is held by a weak reference (it
+    holds this object: no cycle); once it is gone, a call only commits what was read."""
 
-    __slots__ = ("_dec", "_protocol", "_on_frames", "_max_buffer", "paused", "__weakref__")
+    __slots__ = ("_dec", "_protocol_ref", "_max_buffer", "paused")
 
     def __init__(self, decoder: FrameDecoder, protocol: Any) -> None:
         if not isinstance(decoder, FrameDecoder):
-            raise TypeError(f"decoder must be a FrameDecoder, not {type(decoder).__name__}")
+            raise TypeError("Argument 'decoder' has incorrect type "
+                            f"(expected FrameDecoder, got {type(decoder).__name__})")
         self._dec = decoder
-        self._protocol = protocol
-        self._on_frames = protocol.frames_received
+        self._protocol_ref = weakref.ref(protocol)
         self._max_buffer = decoder.max_buffer
         self.paused = False
 
     def __call__(self, nbytes: int) -> None:
-        protocol = self._protocol
-        if protocol is None:  # closed: the connection is gone, the bytes with it
+        protocol = self._protocol_ref()
+        if protocol is None:
             self._dec.commit(nbytes)
             return
         if self.paused:
@@ -547,11 +549,6 @@ class _FrameDelivery:
             protocol._bad_frame(exc)
             return
         if frames:
-            self._on_frames(frames)
+            protocol.frames_received(frames)  # looked up per call, as the Python path does
         elif self._dec.buffered >= self._max_buffer:
             protocol._deliver(frames)
-
-    def close(self) -> None:
-        """Forget the protocol: later calls only commit what the transport read."""
-        self._protocol = None
-        self._on_frames = None

@@ -158,11 +158,25 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         connection that ends inside a frame with no EOF first (a reset; asyncio's TLS before
         Python 3.11, which reports the peer's close_notify with connection_lost() alone)
         calls frame_error(IncompleteReadError) first: a cut frame is never dropped silently."""
-        if not self._input_ended and not self._reading_paused and self._decoder.buffered:
+        try:
+            self._report_cut_frame()
+        finally:
+            self._lose_flow(exc)
+
+    def _report_cut_frame(self) -> None:
+        """The connection is lost: unless the input already ended (EOF, frame_error), deliver
+        the frames held while paused (now, or at resume_reading() if still paused) and then
+        report a frame cut off by the loss."""
+        if self._input_ended:
+            return
+        if self._held and not self._reading_paused:
+            self._deliver_held()
+            if self._input_ended:
+                return
+        if self._held:  # paused: resume_reading() delivers them, then ends the input
+            self._eof_held = True
+        elif self._decoder.buffered:
             self._end_of_input()
-        if self._delivery is not None:
-            self._delivery.close()  # it refers to this protocol: end the cycle
-        self._lose_flow(exc)
 
     # -- the application's side -----------------------------------------------------------
 
@@ -239,7 +253,8 @@ class FramedProtocol(WriteFlow, asyncio.BufferedProtocol):
         self._deliver(frames)
         if self._eof_held and not self._reading_paused:
             self._eof_held = False
-            self._end_of_input()
+            if not self._input_ended:
+                self._end_of_input()
             if self.transport is not None:
                 self.transport.close()  # what the transport did at EOF had we returned None
 
