@@ -13,7 +13,8 @@ Each accepted connection is one `Link` with two `Flow`s: `up` (client -> server)
   TCP_NODELAY, so each send() leaves as its own TCP segment.
 - `delay`: seconds (or a (lo, hi) range, seeded) waited after each segment before the next.
 - `stall_after=N`: forward N bytes, then nothing more and no FIN (a peer that vanished
-  without closing). The proxy stops reading the source too (the rest of the read that
+  without closing); `done` becomes "stalled" once the destination's kernel has taken the N
+  bytes (they are readable there). The proxy stops reading the source too (the rest of the read that
   crossed N is `held`), so a sender fills the buffers on its way and then blocks, as it
   would facing a vanished host. `release()` forwards what is held, lifts the stall and the
   delay, and reads on (an EOF that came meanwhile follows).
@@ -58,7 +59,7 @@ TICK = 0.05
 QUEUE_LIMIT = 1 << 20
 #: Sends a flow makes per loop turn at most when it has no delay (other flows get a turn).
 BURST = 64
-#: How long a reset waits for its last bytes to leave the proxy's send queue.
+#: How long a stall or a reset waits for its last bytes to leave the proxy's send queue.
 RESET_WAIT = 5.0
 _LINGER0 = struct.pack("ii", 1, 0)
 
@@ -158,7 +159,7 @@ class Flow:
         self._blocked = False  # the last send() would have blocked: wait for WRITE
         self._next_at = 0.0  # monotonic time before which no segment leaves (delay)
         self._ending: Optional[str] = None  # once the queue is empty: "fin", "truncate", "reset", "stall"
-        self._reset_deadline: Optional[float] = None
+        self._drain_deadline: Optional[float] = None  # a stall or reset waits for the send queue
         self.src_eof = False  # EOF (or a reset) read from the source
         self.done: Optional[str] = None  # how the flow ended: fin, truncated, reset, stalled, dropped
         self.received = 0
@@ -210,11 +211,11 @@ class Flow:
         """When this flow next has something to do without an event (None: only on events)."""
         if self.done is not None or self.link.closed:
             return None
-        if self._reset_deadline is not None:
+        if self._drain_deadline is not None:
             return time.monotonic() + 0.001  # polling the send queue until it drains
         if self._queue and not self._blocked:
             return self._next_at
-        if not self._queue and self._ending is not None and self._ending != "stall":
+        if not self._queue and self._ending is not None:
             return 0.0
         return None
 
@@ -312,11 +313,22 @@ class Flow:
         if not self._queue and self._ending is not None:
             self._end(now)
 
+    def _drained(self, now: float) -> bool:
+        """True once the destination's kernel has taken every byte sent (or RESET_WAIT passed):
+        what came before a stall or a reset is then readable at the destination."""
+        if self._drain_deadline is None:
+            self._drain_deadline = now + RESET_WAIT
+        if _unsent(self.dst) and now < self._drain_deadline:
+            return False
+        self._drain_deadline = None
+        return True
+
     def _end(self, now: float) -> None:
         ending = self._ending
         if ending == "stall":
-            self._stalled = True
-            self.done = "stalled"
+            if self._drained(now):
+                self._stalled = True
+                self.done = "stalled"
         elif ending in ("fin", "truncate"):
             try:
                 self.dst.shutdown(socket.SHUT_WR)
@@ -324,11 +336,7 @@ class Flow:
                 pass
             self.done = "fin" if ending == "fin" else "truncated"
             self.link.maybe_close()
-        elif ending == "reset":
-            if self._reset_deadline is None:
-                self._reset_deadline = now + RESET_WAIT
-            if _unsent(self.dst) and now < self._reset_deadline:
-                return  # the last bytes have not reached the peer's kernel yet
+        elif ending == "reset" and self._drained(now):
             self.done = "reset"
             self.link.reset()
 
@@ -340,6 +348,7 @@ class Flow:
         self._delay = 0.0
         self._next_at = 0.0
         self._budget = None
+        self._drain_deadline = None
         if self._stalled or self._ending == "stall":
             self._stalled = False
             self.done = None
