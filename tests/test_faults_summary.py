@@ -6,6 +6,10 @@ what the client application got (the frames it read, then the partial frame the 
 carried or the Stream still buffers) is exactly the bytes the proxy forwarded, which are a
 prefix of what the server sent (all of it, without an ending fault).
 
+The bytes counted are the replies' (server -> client), the direction that carries the
+fault; the requests (cut into random segments but for "none") must arrive intact too, which
+the echo shows for every complete transfer.
+
 Run `pytest tests/test_faults_summary.py -s` to see the tables (one per backend)."""
 
 from __future__ import annotations
@@ -112,8 +116,10 @@ def run_fault(impl: Any, address: Any, fault: str) -> Row:
             if fault != "stall":  # the proxy's counters are final once the connection is over
                 proxy.wait(lambda link=link: link.closed, "the connection closed")
             delivered = b"".join(encode(framing, p) for p in got) + tail
-            down = link.down
-            assert down.balanced(), down
+            down, up = link.down, link.up
+            assert down.balanced() and up.balanced(), link
+            if not ending:  # the requests all went through (and came back intact: the echo)
+                assert up.forwarded == len(wire), (fault, i, up)
             assert down.forwarded == (cut if ending else len(wire)), (fault, i, down)
             lost, duplicated = loss(wire, down.forwarded, delivered)
             row.transfers += 1
