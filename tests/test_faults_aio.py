@@ -256,6 +256,7 @@ def test_stream_slow_peer_deadline_for_the_whole_read(aio):
     async def main() -> None:
         async with proxied(Faults(down=Fault(split=1, delay=0.01))) as (client, peer, proxy):
             peer.write(data)
+            await until(lambda: client.buffered >= 3, "the first bytes")  # so the deadline has some to keep
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(client.read_exactly(len(data)), 0.15)
             assert 0 < client.buffered < len(data)

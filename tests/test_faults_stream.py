@@ -377,6 +377,8 @@ def test_slow_peer_timeout_is_a_deadline_for_the_whole_call(impl):
     plan = Faults(down=Fault(split=1, delay=0.01))
     with proxied(impl, plan) as (client, server, proxy):
         writer = write_all(server, data)
+        down = proxy.link(0).down
+        proxy.wait(lambda: down.forwarded >= 3, "the first bytes")  # so the deadline has some to keep
         client.socket.settimeout(0.15)
         with pytest.raises(TimeoutError):
             client.read_exactly(len(data))

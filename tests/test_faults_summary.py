@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(60)
 #: stall) at a random byte; the requests' direction is cut into random segments.
 FAULTS = ["none", "1-byte segments", "random segments", "delayed segments", "truncate", "reset", "stall"]
 #: Transfers per fault and backend.
-TRANSFERS = 10
+TRANSFERS = 8
 #: What the client must see per fault (a truncation at a frame boundary is a clean EOF).
 OUTCOMES = {"none": {"complete"}, "1-byte segments": {"complete"}, "random segments": {"complete"},
             "delayed segments": {"complete"}, "truncate": {"IncompleteReadError", "EOFError"},
