@@ -14,9 +14,9 @@ Each accepted connection is one `Link` with two `Flow`s: `up` (client -> server)
 - `delay`: seconds (or a (lo, hi) range, seeded) waited after each segment before the next.
 - `stall_after=N`: forward N bytes, then nothing more and no FIN (a peer that vanished
   without closing); `done` becomes "stalled" once the destination's kernel has taken the N
-  bytes (they are readable there). The proxy stops reading the source too (the rest of the read that
-  crossed N is `held`), so a sender fills the buffers on its way and then blocks, as it
-  would facing a vanished host. `release()` forwards what is held, lifts the stall and the
+  bytes (they are readable there). The proxy stops reading the source too (the rest of the
+  read that crossed N is `held`), so a sender fills the buffers on its way and then blocks,
+  as it would facing a vanished host. `release()` forwards what is held, lifts the stall and the
   delay, and reads on (an EOF that came meanwhile follows).
 - `truncate_after=N`: forward N bytes, then FIN to the destination (a sender that closed in
   the middle); what the source still sends is read and dropped (`dropped`), so no unread byte
