@@ -18,7 +18,7 @@ import aioutil
 import pytest
 from aioutil import HOST, until
 from faultproxy import Fault, FaultProxy, Faults
-from test_faults_stream import FRAMINGS, SPLITS, cut_error, encode, payloads_for
+from test_faults_stream import FRAMINGS, SPLITS, cut_error, encode, matrix, payloads_for
 
 import fastsock
 from fastsock import IncompleteReadError
@@ -30,7 +30,7 @@ aio = aioutil.aio  # the backend x loop fixture
 
 _BY_NAME = dict(FRAMINGS)
 #: Every framing with random segments; three of them one byte per send too.
-SEGMENTATIONS = [(name, "random") for name, _ in FRAMINGS] + [
+SEGMENTATIONS = [(name, "random") for name, _ in matrix(FRAMINGS)] + [
     (name, "1-byte") for name in ("LengthPrefix(4,big)", "Delimiter(END!)", "RESP")]
 PROTOCOL_SEGMENTATIONS = [
     *[(name, "random") for name in ("LengthPrefix(4,big)", "Delimiter(\\r\\n)", "Netstring", "RESP")],

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import pytest
 from faultproxy import CLEAN, Fault, FaultProxy, Faults
 from serverutil import serving
-from test_faults_stream import BOUND, FRAMING_IDS, FRAMINGS, SPLITS, cut_error, encode, payloads_for
+from test_faults_stream import BOUND, FRAMINGS, SPLITS, cut_error, encode, matrix, payloads_for
 
 from fastsock import IncompleteReadError
 
@@ -93,7 +93,7 @@ def only_faulty_closed(log: Log, proxy: FaultProxy) -> None:
 
 
 @pytest.mark.parametrize("split", list(SPLITS), ids=list(SPLITS))
-@pytest.mark.parametrize("name,make", FRAMINGS, ids=FRAMING_IDS)
+@pytest.mark.parametrize("name,make", matrix(FRAMINGS), ids=[n for n, _ in matrix(FRAMINGS)])
 def test_frames_identical_under_any_segmentation(impl, name, make, split):
     # Three clients at once, each request and reply cut one byte (or a random few) per send.
     framing = make(impl)

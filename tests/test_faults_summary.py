@@ -25,7 +25,9 @@ from test_faults_stream import BOUND, encode
 
 from fastsock import IncompleteReadError
 
-pytestmark = pytest.mark.timeout(60)
+#: `slow`: it produces the README's figures (seconds per backend); CI's other-interpreter
+#: jobs deselect it, the behaviours it counts are tested by the other test_faults_* files.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 #: Faults of the matrix: the replies' direction carries the ending (truncate, reset,
 #: stall) at a random byte; the requests' direction is cut into random segments.
