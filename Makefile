@@ -39,7 +39,7 @@ debug:
 	$(PYTHON) -m pytest -q
 
 # `make asan`: a copy of this checkout (build/asan/src: tracked files and untracked ones git
-# does not ignore, as they are now, so uncommitted work is tested too) built in place with the
+# does not ignore, as they are now, so uncommitted work is tested too; not .ci/run's copies) built in place with the
 # sanitizers, then the WHOLE suite run in it on the compiled backend, the interpreter started
 # with the runtimes preloaded. This checkout's own build is left alone (no `make dev` after).
 #   PYTHONMALLOC=malloc  every Python object comes from malloc, so ASan's redzones also guard
@@ -79,7 +79,7 @@ asan: asan-build
 
 asan-build:
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)/src $(ASAN_DIR)/logs
-	git ls-files -z --cached --others --exclude-standard | \
+	git ls-files -z --cached --others --exclude-standard -- . ':(exclude).ci-*' | \
 		xargs -0 sh -c 'for f; do [ -f "$$f" ] && printf "%s\0" "$$f"; done' sh | \
 		xargs -0 cp --parents -t $(ASAN_DIR)/src
 	cd $(ASAN_DIR)/src && FASTSOCK_SANITIZE=address,undefined $(NICE) $(PYTHON) setup.py -q build_ext --inplace
