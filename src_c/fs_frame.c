@@ -179,7 +179,10 @@ static int scan_delimiter(const fs_framing *f, const char *data, size_t len, fs_
     if (f->max_size + dlen < window)
         window = (size_t)f->max_size + dlen;
     size_t start = fr->resume < window ? (size_t)fr->resume : window;
-    const char *hit = find(data + start, window - start, f->delim, dlen);
+    /* Too few bytes for a delimiter: no search, so an empty range (data may be NULL, as for
+     * a buffer that owns no memory yet) never reaches memchr/memmem, which C forbids a NULL
+     * argument even with a 0 length, or forms NULL + 0. */
+    const char *hit = window - start >= dlen ? find(data + start, window - start, f->delim, dlen) : NULL;
     if (hit == NULL) {
         if (window < len || len >= f->max_size + dlen) {
             fr->size = len;
