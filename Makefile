@@ -64,8 +64,10 @@ ASAN_PYTEST ?=
 NICE ?=
 UBSAN_HALT ?= 1
 UBSAN_SUPP = $(CURDIR)/tests/sanitizers/ubsan.supp
+# quarantine_size_mb=1: ASan keeps only 1 MiB of freed memory resident (default 256 MiB), so
+# the RSS bounds of tests/test_server_scale.py hold under it too.
 SANITIZER_ENV = LD_PRELOAD="$(ASAN_PRELOAD)" PYTHONMALLOC=malloc \
-	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:abort_on_error=1:log_path=$(ASAN_DIR)/logs/asan \
+	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:abort_on_error=1:quarantine_size_mb=1:log_path=$(ASAN_DIR)/logs/asan \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=$(UBSAN_HALT):abort_on_error=1$(if $(wildcard $(UBSAN_SUPP)),:suppressions=$(UBSAN_SUPP))
 # What a sanitizer report starts with.
 SANITIZER_REPORT = 'runtime error:|ERROR: AddressSanitizer|SUMMARY: (Address|UndefinedBehavior)Sanitizer'

@@ -381,7 +381,7 @@ def url_of(address: tuple[str, int]) -> str:
 
 
 def run(*command: str) -> str:
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, env=tools.tool_env())
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     return proc.stdout
 

@@ -4,6 +4,7 @@ missing skips with the package to install (pytest -rs prints the reason)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -31,3 +32,9 @@ def needs(*commands: str) -> pytest.MarkDecorator:
     missing = [c for c in commands if tool(c) is None]
     reason = "; ".join(f"{c} is not installed (Debian package {PACKAGES.get(c, c)})" for c in missing)
     return pytest.mark.skipif(bool(missing), reason=reason or "all installed")
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for one of these tools: without what a sanitizer run (`make asan`)
+    preloads, which is for the interpreter (curl hangs with libasan preloaded)."""
+    return {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
