@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.c_only, pytest.mark.slow, pytest.mark.timeout(120)]
 
 def test_compiled_and_pure_decoders_agree_under_the_fuzzer(tmp_path):
     if importlib.util.find_spec("atheris") is None:
-        reason = "atheris is not installed here (PyPI wheels: CPython on Linux x86_64); the differential fuzzer cannot run"
+        reason = ("atheris is not installed here (PyPI wheels: CPython on Linux x86_64); "
+                  "the differential fuzzer cannot run")
         print(reason)
         pytest.skip(reason)
     work = tmp_path / "corpus"  # new inputs go here; the committed corpus is only read

@@ -54,7 +54,7 @@ def outcome(call: Any) -> tuple[Any, ...]:
     """What a call did: its result, or its exception's type, message-independent attributes."""
     try:
         return ("ok", call())
-    except Exception as exc:  # noqa: BLE001 - every exception is compared
+    except Exception as exc:  # every exception is compared
         return ("raised", type(exc).__name__, tuple(getattr(exc, a, None) for a in ATTRS))
 
 
@@ -72,12 +72,12 @@ def test_one_input(data: bytes) -> None:
         n = fdp.ConsumeIntInRange(-1, 300)
         if op == 0:
             chunk = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 200))
-            results = [outcome(lambda d=d: d.feed(chunk)) for d in (c, p)]
+            results = [outcome(lambda d=d, chunk=chunk: d.feed(chunk)) for d in (c, p)]
         elif op == 1:
             chunk = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 200))
             hint = fdp.ConsumeIntInRange(-1, 300)
 
-            def received(d: Any) -> Any:
+            def received(d: Any, chunk: bytes = chunk, hint: int = hint) -> Any:
                 view = d.get_buffer(hint)
                 k = min(len(view), len(chunk))
                 view[:k] = chunk[:k]
@@ -87,7 +87,7 @@ def test_one_input(data: bytes) -> None:
         else:
             name = ["next_frame", "frames", "read", "read_exactly", "discard", "peek", "eof"][op - 2]
             args = () if name in ("next_frame", "eof") else (n if n > 0 or name in ("read", "peek") else 1,)
-            results = [outcome(lambda d=d: getattr(d, name)(*args)) for d in (c, p)]
+            results = [outcome(lambda d=d, name=name, args=args: getattr(d, name)(*args)) for d in (c, p)]
         assert results[0] == results[1], (op, results, framing, max_buffer)
         assert c.buffered == p.buffered, (op, c.buffered, p.buffered, framing)
         assert c.peek() == p.peek(), (op, framing)
