@@ -15,6 +15,7 @@ help:
 	@echo "make debug      rebuild with FASTSOCK_DEBUG=1 (C assertions, Cython bounds checks) and test"
 	@echo "make asan       rebuild with AddressSanitizer + UBSan and run the suite on the compiled backend"
 	@echo "make bench      fastsock bench --quick (the main job)"
+	@echo "make fuzz       build the libFuzzer targets (tests/fuzz/) with clang, run each FUZZ_TIME s (600)"
 	@echo "make ci         the whole CI script (.ci/run) on this checkout"
 
 dev:
@@ -50,6 +51,12 @@ bench:
 
 bench-full:
 	fastsock bench --repeat 3
+
+# One target after the other (FUZZ_TIME seconds each) on its committed corpus; see tests/fuzz/run.sh.
+FUZZ_TIME ?= 600
+.PHONY: fuzz
+fuzz:
+	FUZZ_TIME=$(FUZZ_TIME) sh tests/fuzz/run.sh
 
 ci:
 	bash .ci/run
