@@ -16,6 +16,7 @@ help:
 	@echo "make asan       a copy built with AddressSanitizer + UBSan (build/asan): the whole suite, compiled backend"
 	@echo "make valgrind   valgrind memcheck over the C unit tests: no invalid access, no definite leak"
 	@echo "make bench      fastsock bench --quick (the main job)"
+	@echo "make fuzz       build the libFuzzer targets (tests/fuzz/) with clang, run each FUZZ_TIME s (600)"
 	@echo "make ci         the whole CI script (.ci/run) on this checkout"
 
 dev:
@@ -108,6 +109,12 @@ bench:
 
 bench-full:
 	fastsock bench --repeat 3
+
+# One target after the other (FUZZ_TIME seconds each) on its committed corpus; see tests/fuzz/run.sh.
+FUZZ_TIME ?= 600
+.PHONY: fuzz
+fuzz:
+	FUZZ_TIME=$(FUZZ_TIME) sh tests/fuzz/run.sh
 
 ci:
 	bash .ci/run

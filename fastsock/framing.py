@@ -317,7 +317,9 @@ class Varint(Framing):
 class Delimiter(Framing):
     """The payload, then `delimiter` (any non-empty bytes). With `keep=True` the frames read
     include the delimiter; `write_frame` always takes the bare payload and adds it, and
-    refuses a payload that contains the delimiter (FramingError)."""
+    refuses a payload that contains the delimiter, or whose end and the delimiter written
+    after it would hold one sooner (b"ab" for b"aba"): such a frame would read back shorter
+    (FramingError)."""
 
     __slots__ = ("delimiter", "keep")
     _kind = _DELIMITER
@@ -342,13 +344,19 @@ class Delimiter(Framing):
         return self.header(payload), self.delimiter
 
     def header(self, payload: Any) -> bytes:
-        """No header; validates that `payload` fits and does not contain the delimiter."""
+        """No header; validates that `payload` fits and that the delimiter's first
+        occurrence in payload + delimiter is the one written after it (as fs_frame.c)."""
         view = memoryview(payload)
         if view.nbytes > self.max_size:  # bytes, not items
             raise FrameTooLarge(view.nbytes, self.max_size)
         data = payload if isinstance(payload, (bytes, bytearray)) else view.tobytes()
-        if self.delimiter in data:
+        delim = self.delimiter
+        if delim in data:
             raise FramingError("payload contains the delimiter")
+        if len(delim) > 1 and data:  # a tail of the payload that the delimiter completes
+            tail = bytes(data[-(len(delim) - 1):])
+            if (tail + delim).find(delim) < len(tail):
+                raise FramingError("payload contains the delimiter")
         return b""
 
     def _scan(self, buf: Any, start: int, end: int, resume: int) -> Scan:

@@ -257,6 +257,21 @@ int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *f
     return rc;
 }
 
+/* 1 when the first occurrence of the delimiter in payload + delimiter starts inside the
+ * payload: the delimiter is in it, or a tail of it and the delimiter's head make one
+ * (b"ab" + b"aba"). Such a frame would be read back shorter than written. */
+static int delimiter_inside(const char *payload, size_t plen, const char *delim, size_t dlen)
+{
+    if (plen >= dlen && find(payload, plen, delim, dlen) != NULL)
+        return 1;
+    /* Starting k bytes before the end (0 < k < dlen): the payload ends with delim[0 .. k)
+     * and the delimiter continues itself, delim[k .. dlen) == delim[0 .. dlen - k). */
+    for (size_t k = dlen - 1 < plen ? dlen - 1 : plen; k > 0; k--)
+        if (memcmp(payload + plen - k, delim, k) == 0 && memcmp(delim + k, delim, dlen - k) == 0)
+            return 1;
+    return 0;
+}
+
 /* Decimal digits of v into out, zero-padded to at least `width`; returns the count. */
 static size_t decimal(uint64_t v, unsigned width, char *out)
 {
@@ -321,9 +336,7 @@ int fs_frame_header(const fs_framing *f, const char *payload, size_t plen, char 
         return 0;
     }
     case FS_FRAMING_DELIMITER:
-        if (plen >= f->delim_len && find(payload, plen, f->delim, f->delim_len) != NULL)
-            return FS_FRAME_MALFORMED;
-        return 0;
+        return delimiter_inside(payload, plen, f->delim, f->delim_len) ? FS_FRAME_MALFORMED : 0;
     default:
         return FS_FRAME_MALFORMED;
     }

@@ -64,7 +64,8 @@ int fs_frame_scan(const fs_framing *f, const char *data, size_t len, fs_frame *f
 /* Encode the header for `payload` into out[FS_FRAME_HEADER_MAX]; *hlen gets its length
  * (RESP: a bulk string reply's "$<length>\r\n", and the trailer is "\r\n").
  * Returns 0, FS_FRAME_TOO_LARGE (above max_size) or FS_FRAME_MALFORMED (a fixed-length
- * payload of the wrong size, or a payload containing the delimiter). */
+ * payload of the wrong size, or a payload containing the delimiter, or ending with a part
+ * of it that the delimiter written after it completes: b"ab" for b"aba"). */
 int fs_frame_header(const fs_framing *f, const char *payload, size_t plen, char *out, size_t *hlen);
 
 /* The bytes that follow every payload (the delimiter, the netstring comma, or none). */
