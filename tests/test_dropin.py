@@ -7,10 +7,10 @@ import asyncio
 import os
 import selectors
 import socket as stdsocket
-import ssl
 import threading
 
 import pytest
+from aioutil import tls_contexts
 from sockutil import Peer
 
 import fastsock
@@ -154,19 +154,8 @@ def test_wrap_rejects_what_it_cannot_adopt(impl):
         impl.wrap(a)
 
 
-def _tls_contexts(tmp_path):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost")
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    cert.configure_cert(server_ctx)
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
-
-
-def test_ssl_wrap_socket(impl, tmp_path):
-    server_ctx, client_ctx = _tls_contexts(tmp_path)
+def test_ssl_wrap_socket(impl):
+    server_ctx, client_ctx = tls_contexts()
     with impl.create_server(("127.0.0.1", 0)) as listener:
         def serve():
             conn, _ = listener.accept()
