@@ -109,7 +109,9 @@ def params_for(wl: Workload, opts: Options) -> dict[str, Any]:
             p["seconds"] = max(1, round(float(p["seconds"]) * opts.scale))
             p["requests"] = max(1000, p["requests"])
         elif "seconds" in p:
-            p["seconds"] = max(0.05, float(p["seconds"]) * opts.scale)
+            # A floor long enough that a timed window on a loaded machine still sees
+            # requests (at 50 ms one W4/W5 row once counted none).
+            p["seconds"] = max(0.2, float(p["seconds"]) * opts.scale)
         if "warmup_s" in p:
             p["warmup_s"] = max(0.02, float(p["warmup_s"]) * opts.scale)
         if "conns" in p:
